@@ -1,0 +1,1 @@
+"""BTC buy orders: a CQRS microservice suite (write model, events, read model)."""

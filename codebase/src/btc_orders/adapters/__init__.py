@@ -1,0 +1,1 @@
+"""Adapters at the edge: the databases, the broker, Coinbase and btc_price."""

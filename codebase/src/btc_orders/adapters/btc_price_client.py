@@ -1,0 +1,53 @@
+"""How create_buy_order asks btc_price for a rate (one pooled HTTP client)."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+
+from btc_orders.domain import money
+from btc_orders.domain.errors import RateUnavailable
+from btc_orders.domain.orders import Currency
+
+
+class BtcPriceClient:
+    def __init__(self, base_url: str, timeout_seconds: float, max_age_seconds: float) -> None:
+        self.max_age_seconds = max_age_seconds
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout_seconds),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        )
+
+    def rate(self, currency: Currency, request_id: str | None = None) -> Decimal:
+        """The current rate, never older than `max_age_seconds`; else `RateUnavailable`."""
+        headers = {"X-Request-ID": request_id} if request_id else None
+        try:
+            response = self._client.get(f"/btc_price/{currency.value}", headers=headers)
+        except httpx.HTTPError as error:
+            raise RateUnavailable(f"the btc_price service cannot be reached: {type(error).__name__}") from None
+        if response.status_code != 200:
+            retry_after = response.headers.get("retry-after")
+            raise RateUnavailable(
+                f"no exchange rate for {currency.value} is available right now",
+                retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        try:
+            document = response.json()
+            rate = money.parse_rate(document["rate"])
+            fetched_at = datetime.fromisoformat(document["fetched_at"])
+        except (ValueError, KeyError, TypeError, money.MoneyError):
+            raise RateUnavailable("the btc_price service answered something unusable") from None
+        age = datetime.now(UTC).timestamp() - fetched_at.timestamp()
+        if age > self.max_age_seconds:
+            raise RateUnavailable(f"the {currency.value} rate is {age:.0f} s old, too old to price an order")
+        return rate
+
+    def ping(self) -> bool:
+        try:
+            return self._client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        self._client.close()

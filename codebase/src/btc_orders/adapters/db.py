@@ -1,0 +1,84 @@
+"""Postgres engines and the schema check that services run before serving."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import psycopg2.extras
+import sqlalchemy
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from btc_orders.domain.errors import ServiceUnavailable
+
+psycopg2.extras.register_uuid()  # uuid.UUID in and out of uuid columns
+
+CONNECT_TIMEOUT_SECONDS = 3
+
+
+def create_engine(url: str, pool_size: int = 10, application_name: str = "btc_orders") -> Engine:
+    """A pooled engine; connections that died with the server are replaced on the next use."""
+    return sqlalchemy.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=CONNECT_TIMEOUT_SECONDS,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": application_name},
+    )
+
+
+def migrations_dir(database: str) -> Path:
+    """The folder of yoyo SQL migrations for `write_model` or `read_model`."""
+    return Path(str(resources.files("btc_orders") / "migrations" / database))
+
+
+def required_migrations(database: str) -> set[str]:
+    return {path.stem for path in migrations_dir(database).glob("*.sql")}
+
+
+class SchemaNotReady(RuntimeError):
+    pass
+
+
+def check_schema(engine: Engine, database: str) -> None:
+    """Refuse to serve a database whose schema is not at the version this code needs."""
+    try:
+        with engine.connect() as connection:
+            exists = connection.execute(text("SELECT to_regclass('_yoyo_migration') IS NOT NULL")).scalar()
+            applied = (
+                set(connection.execute(text("SELECT migration_id FROM _yoyo_migration")).scalars()) if exists else set()
+            )
+    except DBAPIError as error:
+        raise SchemaNotReady(f"the {database} database cannot be reached: {_first_line(error)}") from error
+    missing = sorted(required_migrations(database) - applied)
+    if missing:
+        raise SchemaNotReady(
+            f"the {database} database schema is not up to date (missing migrations: "
+            f"{', '.join(missing)}); run the migration process first"
+        )
+
+
+def ping(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except DBAPIError:
+        return False
+
+
+def _first_line(error: BaseException) -> str:
+    return str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+@contextmanager
+def unavailable_on_outage(database: str) -> Iterator[None]:
+    """Turn a lost or refused database connection into `ServiceUnavailable` (a 503)."""
+    try:
+        yield
+    except DBAPIError as error:
+        if isinstance(error, OperationalError) or error.connection_invalidated:
+            raise ServiceUnavailable(f"the {database} database is unavailable; retry shortly") from error
+        raise

@@ -1,0 +1,1 @@
+"""Pure domain code: money, orders, the cap. Imports nothing from frameworks or databases."""

@@ -1,0 +1,116 @@
+"""Structured logs: one JSON object a line on stdout, and the same events to Fluentd.
+
+Every log line is an *event* with a name (`order_created`, `rate_fetch_failed`)
+and fields. The request id of the HTTP request (or of the event being relayed or
+projected) rides in a context variable and lands on every line written while it
+is set. Fluentd gets the events through fluent-logger's asynchronous sender,
+tagged `btc.<service>.<event>`, from a bounded queue that drops the oldest line
+when Fluentd is away: a dead Fluentd never slows or fails a request.
+"""
+
+import contextvars
+import logging
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fluent import asyncsender
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+FLUENTD_QUEUE_SIZE = 10_000
+FLUENTD_TIMEOUT_SECONDS = 1.0
+
+_service_name = "btc_orders"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log the event `name` with `fields` (JSON-serialisable values or Decimals)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, name, extra={"event_fields": fields})
+
+
+def _record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="microseconds"),
+        "level": record.levelname.lower(),
+        "service": _service_name,
+        "event": record.getMessage(),
+        "logger": record.name,
+    }
+    request_id = request_id_var.get()
+    if request_id is not None:
+        document["request_id"] = request_id
+    fields = getattr(record, "event_fields", None)
+    if fields:
+        document.update(fields)
+    if record.exc_info:
+        document["exception"] = logging.Formatter().formatException(record.exc_info)
+    return document
+
+
+def _default(value: Any) -> Any:
+    return str(value)  # Decimal, UUID, Enum: their exact text
+
+
+class JsonLinesFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return orjson.dumps(_record_to_dict(record), default=_default).decode()
+
+
+class FluentdHandler(logging.Handler):
+    """Sends each event to Fluentd as `btc.<service>.<event>`, never blocking the caller."""
+
+    def __init__(self, service: str, host: str, port: int) -> None:
+        super().__init__()
+        self.sender = asyncsender.FluentSender(
+            f"btc.{service}",
+            host=host,
+            port=port,
+            timeout=FLUENTD_TIMEOUT_SECONDS,
+            queue_maxsize=FLUENTD_QUEUE_SIZE,
+            queue_circular=True,
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            document = orjson.loads(orjson.dumps(_record_to_dict(record), default=_default))
+            label = _tag_safe(document["event"])
+            self.sender.emit_with_time(label, int(record.created), document)
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)
+
+    def close(self) -> None:
+        self.sender.close()
+        super().close()
+
+
+def _tag_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name) or "event"
+
+
+def configure(service: str, level: str = "INFO", fluentd_host: str | None = None, fluentd_port: int = 24224) -> None:
+    """Send every log record of the process as JSON lines to stdout (and Fluentd)."""
+    global _service_name
+    _service_name = service
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.setFormatter(JsonLinesFormatter())
+    root.addHandler(stdout)
+    if fluentd_host:
+        root.addHandler(FluentdHandler(service, fluentd_host, fluentd_port))
+    root.setLevel(level)
+    # Libraries log through the same handlers; their chatter is kept to warnings.
+    for noisy in ("pika", "httpx", "httpcore", "uvicorn.access", "yoyo"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True

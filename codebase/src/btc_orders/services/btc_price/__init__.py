@@ -1,0 +1,1 @@
+"""btc_price: BTC's rate per fiat currency, from Coinbase, cached and coalesced."""

@@ -1,0 +1,8 @@
+"""`python -m btc_orders.services.create_buy_order`: serve the API with uvicorn."""
+
+from btc_orders.services import serve
+from btc_orders.services.create_buy_order.app import create_app
+from btc_orders.settings import CreateBuyOrderSettings
+
+if __name__ == "__main__":
+    serve("create_buy_order", CreateBuyOrderSettings, create_app)

@@ -1,0 +1,81 @@
+"""create_buy_order HTTP API: `PUT /buy_order` (port 8777)."""
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Header
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from btc_orders import logs, web
+from btc_orders.adapters import db
+from btc_orders.adapters.btc_price_client import BtcPriceClient
+from btc_orders.adapters.write_model import WriteModel
+from btc_orders.services import refuse_to_start
+from btc_orders.services.create_buy_order.handler import place_buy_order
+from btc_orders.services.create_buy_order.schemas import BuyOrderRequest, BuyOrderResource, ExactJsonRoute
+from btc_orders.settings import CreateBuyOrderSettings
+from btc_orders.web import ErrorBody
+
+
+def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
+    engine = db.create_engine(settings.write_model_db_url, settings.db_pool_size, "create_buy_order")
+    try:
+        db.check_schema(engine, "write_model")
+    except db.SchemaNotReady as error:
+        refuse_to_start(str(error))
+    write_model = WriteModel(engine, settings.cap_ledger_slots)
+    write_model.ensure_cap(settings.btc_cap_satoshis)
+    prices = BtcPriceClient(
+        str(settings.btc_price_url), settings.btc_price_timeout_seconds, settings.rate_max_age_seconds
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        prices.close()
+        engine.dispose()
+
+    async def readiness() -> dict[str, bool]:
+        return {
+            "write_model": await run_in_threadpool(db.ping, engine),
+            "btc_price": await run_in_threadpool(prices.ping),
+        }
+
+    app = web.create_app(
+        "create_buy_order",
+        "Place an order to buy BTC for EUR, GBP or USD at the live Coinbase rate. "
+        "Idempotent by `idempotence_key`; the sum of all orders never exceeds the BTC cap.",
+        readiness,
+        lifespan,
+    )
+    router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"])
+
+    @router.put(
+        "/buy_order",
+        status_code=201,
+        response_model=BuyOrderResource,
+        summary="Place a buy order (idempotent)",
+        responses={
+            200: {"model": BuyOrderResource, "description": "replay: the order this key already names"},
+            400: {"model": ErrorBody, "description": "`Idempotency-Key` header and body key differ"},
+            409: {"model": ErrorBody, "description": "`btc_cap_exceeded`, with `available_btc`"},
+            422: {"description": "invalid input, or `idempotence_key_reused` with another currency or amount"},
+            503: {"model": ErrorBody, "description": "`rate_unavailable` or a database outage; nothing stored"},
+        },
+    )
+    def put_buy_order(
+        body: BuyOrderRequest,
+        idempotency_key: Annotated[
+            uuid.UUID | None, Header(description="alternative to the body's `idempotence_key`")
+        ] = None,
+    ) -> Response:
+        order, created = place_buy_order(body, idempotency_key, prices, write_model, logs.request_id_var.get())
+        if created:
+            return web.json_response(order.resource(), 201, {"Location": f"/buy_orders/{order.id}"})
+        return web.json_response(order.resource(), 200, {"Idempotent-Replayed": "true"})
+
+    app.include_router(router)
+    return app

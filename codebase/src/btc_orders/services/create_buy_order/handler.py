@@ -1,0 +1,74 @@
+"""Placing an order: the idempotence rule, pricing before the transaction, one short write."""
+
+import logging
+import uuid
+
+from fastapi.exceptions import RequestValidationError
+
+from btc_orders import logs
+from btc_orders.adapters.btc_price_client import BtcPriceClient
+from btc_orders.adapters.write_model import WriteModel
+from btc_orders.domain.errors import IdempotenceKeyConflict, IdempotenceKeyReused
+from btc_orders.domain.orders import BuyOrder, OrderRequest
+from btc_orders.services.create_buy_order.schemas import BuyOrderRequest
+
+log = logging.getLogger(__name__)
+
+
+def place_buy_order(
+    body: BuyOrderRequest,
+    header_key: uuid.UUID | None,
+    prices: BtcPriceClient,
+    write_model: WriteModel,
+    request_id: str | None,
+) -> tuple[BuyOrder, bool]:
+    """Store the order, or replay the one its key names. Returns `(order, created)`."""
+    request = OrderRequest(body.currency, body.amount, _idempotence_key(body.idempotence_key, header_key))
+
+    # A replay is answered without asking for a rate (and so even while Coinbase is down).
+    existing = write_model.find_by_key(request.idempotence_key)
+    if existing is None:
+        rate = prices.rate(request.currency, request_id)  # before the transaction opens
+        stored, created = write_model.place(request, rate, request_id)
+    else:
+        stored, created = existing, False
+
+    if not stored.matches(request):
+        raise IdempotenceKeyReused(
+            f"idempotence_key {request.idempotence_key} already names an order of "
+            f"{stored.resource()['amount']} {stored.currency.value}; use a new key for a different order"
+        )
+    if created:
+        logs.event(
+            log,
+            "order_created",
+            order_id=str(stored.id),
+            sequence=stored.sequence,
+            currency=stored.currency.value,
+            amount=stored.amount,
+            exchange_rate=stored.exchange_rate,
+            bitcoin_amount=stored.bitcoin_amount,
+        )
+    else:
+        logs.event(log, "order_replayed", order_id=str(stored.id))
+    return stored, created
+
+
+def _idempotence_key(body_key: uuid.UUID | None, header_key: uuid.UUID | None) -> uuid.UUID:
+    if body_key is not None and header_key is not None and body_key != header_key:
+        raise IdempotenceKeyConflict(
+            "the Idempotency-Key header and the body's idempotence_key differ; send one, or the same in both"
+        )
+    key = body_key or header_key
+    if key is None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "missing",
+                    "loc": ("body", "idempotence_key"),
+                    "msg": "Field required: give idempotence_key (a UUID) in the body or the Idempotency-Key header",
+                    "input": None,
+                }
+            ]
+        )
+    return key

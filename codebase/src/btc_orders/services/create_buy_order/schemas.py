@@ -1,0 +1,97 @@
+"""The request and response bodies of `PUT /buy_order`, and exact JSON parsing.
+
+The body is parsed with `parse_float=JsonNumber`: a JSON number such as
+`123.45` reaches validation as its exact source text and never becomes a
+float. The amount is then checked by `domain.money.parse_amount`, the same
+rule for strings and numbers.
+"""
+
+import json
+import uuid
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from btc_orders.domain import money
+from btc_orders.domain.orders import Currency
+
+AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]{1,2})?$"
+
+
+def _amount(value: object) -> Decimal:
+    try:
+        return money.parse_amount(value)
+    except money.MoneyError as error:
+        raise ValueError(str(error)) from None
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "number"}],
+            "description": "fiat amount, 0 < amount < 1000000000, at most 2 decimal places; "
+            "a decimal string is preferred, a JSON number is read exactly",
+            "examples": ["123.45"],
+        }
+    ),
+]
+
+
+class BuyOrderRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"currency": "USD", "amount": "123.45", "idempotence_key": "5fa733ae-82b4-4ac0-8478-35ff30dae879"}
+            ]
+        },
+    )
+
+    currency: Currency = Field(description="fiat currency to pay with")
+    amount: Amount
+    idempotence_key: uuid.UUID | None = Field(
+        default=None,
+        description="a UUID naming this order; required here or in the `Idempotency-Key` header",
+    )
+
+
+class BuyOrderResource(BaseModel):
+    """The order resource (SPEC 3.3). Money values are decimal strings."""
+
+    id: uuid.UUID
+    created_at: str = Field(examples=["2026-11-24T12:00:00.123456Z"])
+    currency: Currency
+    amount: str = Field(examples=["123.45"])
+    exchange_rate: str = Field(description="fiat per 1 BTC, as Coinbase gave it", examples=["97012.34"])
+    bitcoin_amount: str = Field(description="amount / exchange_rate, rounded up to 8 places", examples=["0.00127252"])
+    idempotence_key: uuid.UUID
+
+
+class ExactJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), parse_float=money.JsonNumber, parse_constant=_no_constants)
+        return self._json
+
+
+def _no_constants(name: str) -> Any:
+    # NaN, Infinity and -Infinity are not JSON; Python's parser accepts them unless told.
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+class ExactJsonRoute(APIRoute):
+    """A route whose JSON body never passes through a float."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def exact_handler(request: Request) -> Response:
+            return await handler(ExactJsonRequest(request.scope, request.receive))
+
+        return exact_handler

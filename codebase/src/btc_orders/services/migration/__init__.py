@@ -1,0 +1,1 @@
+"""migration: apply the yoyo migrations to both databases, then exit 0."""

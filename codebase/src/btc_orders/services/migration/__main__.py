@@ -1,0 +1,61 @@
+"""`python -m btc_orders.services.migration`: migrate the write and read models, then exit."""
+
+import logging
+import sys
+import time
+
+from yoyo import get_backend, read_migrations
+
+from btc_orders import logs
+from btc_orders.adapters.db import migrations_dir
+from btc_orders.services import configured
+from btc_orders.settings import MigrationSettings
+
+log = logging.getLogger(__name__)
+
+CONNECT_ATTEMPTS = 30
+
+
+def yoyo_url(sqlalchemy_url: str) -> str:
+    """yoyo names the driver itself: `postgresql+psycopg2://` becomes `postgresql://`."""
+    return sqlalchemy_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
+def migrate(database: str, url: str) -> int:
+    """Apply what is missing; return how many migrations were applied."""
+    backend = _connect(database, yoyo_url(url))
+    migrations = read_migrations(str(migrations_dir(database)))
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    logs.event(log, "migrated", database=database, applied=[m.id for m in pending], total=len(migrations))
+    return len(pending)
+
+
+def _connect(database: str, url: str):  # type: ignore[no-untyped-def]
+    # The databases may still be starting (docker-compose): wait for them a while.
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            return get_backend(url)
+        except Exception as error:  # yoyo raises the driver's own errors
+            if attempt == CONNECT_ATTEMPTS:
+                raise
+            logs.event(log, "database_not_ready", logging.WARNING, database=database, reason=str(error).strip())
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
+def main() -> int:
+    settings = configured("migration", MigrationSettings)
+    try:
+        migrate("write_model", settings.write_model_db_url)
+        migrate("read_model", settings.read_model_db_url)
+    except Exception as error:
+        log.error("migration_failed", exc_info=error)
+        print(f"migration failed: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""What every HTTP service shares: the app factory, errors, request ids, health probes.
+
+Domain errors map to an HTTP status and the one error shape
+`{"detail": {"code": ..., "message": ...}}` here and nowhere else.
+"""
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from btc_orders import logs
+from btc_orders.domain import errors, money
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 16 * 1024
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID_LENGTH = 128
+
+# status and Retry-After seconds (or None) for each domain error
+_STATUS: dict[type[errors.DomainError], tuple[int, int | None]] = {
+    errors.IdempotenceKeyConflict: (400, None),
+    errors.UnknownReference: (404, None),
+    errors.OrderNotFound: (404, None),
+    errors.BtcCapExceeded: (409, None),
+    errors.OrderInFlight: (409, 1),
+    errors.IdempotenceKeyReused: (422, None),
+    errors.RateUnavailable: (503, 1),
+    errors.ServiceUnavailable: (503, 1),
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The error shape of every non-422 error of every service."""
+
+    detail: ErrorDetail
+
+
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
+
+
+def error_response(
+    status_code: int, code: str, message: str, retry_after: float | None = None, **extra: Any
+) -> Response:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
+    return json_response({"detail": {"code": code, "message": message, **extra}}, status_code, headers)
+
+
+async def _domain_error_handler(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, errors.DomainError)
+    status_code, default_retry_after = _STATUS.get(type(error), (400, None))
+    retry_after = error.retry_after or default_retry_after
+    extra: dict[str, Any] = {}
+    if isinstance(error, errors.BtcCapExceeded):
+        extra = {
+            "requested_btc": money.format_btc(error.requested),
+            "available_btc": money.format_btc(error.available),
+        }
+    if status_code >= 500:
+        logs.event(log, "request_failed", logging.WARNING, code=error.code, reason=error.message)
+    return error_response(status_code, error.code, error.message, retry_after, **extra)
+
+
+async def _unexpected_error_handler(_request: Request, error: Exception) -> Response:
+    log.error("unhandled_error", exc_info=error)
+    return error_response(500, "internal_error", "an unexpected error happened; it has been logged")
+
+
+class RequestContextMiddleware:
+    """Request id in and out, one access-log event per request, and a body size limit.
+
+    Plain ASGI (not BaseHTTPMiddleware) so that it costs next to nothing.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = _valid_request_id(headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1"))
+        token = logs.request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+                response = error_response(
+                    413, "payload_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
+                )
+                response.headers[REQUEST_ID_HEADER] = request_id
+                status = 413
+                await response(scope, receive, send)
+                return
+
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise _BodyTooLarge
+                return message
+
+            async def send_with_request_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                await send(message)
+
+            try:
+                await self.app(scope, limited_receive, send_with_request_id)
+            except _BodyTooLarge:
+                status = 413
+                response = error_response(
+                    413, "payload_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
+                )
+                await response(scope, receive, send_with_request_id)
+        finally:
+            logs.event(
+                log,
+                "http_request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            logs.request_id_var.reset(token)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _valid_request_id(candidate: str) -> str:
+    if 0 < len(candidate) <= _MAX_REQUEST_ID_LENGTH and candidate.isprintable() and candidate.isascii():
+        return candidate
+    return logs.new_request_id()
+
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+def create_app(
+    title: str,
+    description: str,
+    readiness: ReadinessCheck,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    """A FastAPI app with the shared middleware, error handlers and health probes."""
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_exception_handler(errors.DomainError, _domain_error_handler)
+    app.add_exception_handler(Exception, _unexpected_error_handler)
+
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="The backing services are reachable",
+        responses={503: {"description": "a backing service is unreachable"}},
+    )
+    async def readyz() -> Response:
+        checks = await readiness()
+        ready = all(checks.values())
+        return json_response({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+    return app
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "a backing service is unavailable; retry after `Retry-After`"},
+}

@@ -6,16 +6,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, Engine, Row, text
 
 from btc_orders.adapters.db import unavailable_on_outage
 from btc_orders.domain import cap, money
 from btc_orders.domain.errors import BtcCapExceeded
 from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest
-
-EVENT_TYPE = "buy_order.created"
-EVENT_VERSION = 1
+from btc_orders.events import EVENT_TYPE, created_event
 
 _FIND_BY_KEY = text(
     """
@@ -163,19 +160,6 @@ class WriteModel:
             cap_satoshis = connection.execute(text("SELECT cap_satoshis FROM cap_ledger")).scalar_one()
             left = connection.execute(text("SELECT coalesce(sum(remaining_satoshis), 0) FROM cap_slot")).scalar_one()
         return money.satoshis_to_btc(cap_satoshis), money.satoshis_to_btc(int(left))
-
-
-def created_event(order: BuyOrder, event_id: uuid.UUID, request_id: str | None) -> str:
-    """The `buy_order.created` v1 event body (SPEC 6) as JSON text."""
-    body: dict[str, Any] = {
-        "event_id": str(event_id),
-        "type": EVENT_TYPE,
-        "version": EVENT_VERSION,
-        "occurred_at": order.resource()["created_at"],
-        "request_id": request_id,
-        "order": {**order.resource(), "sequence": order.sequence},
-    }
-    return orjson.dumps(body).decode()
 
 
 def _order_from_row(row: Row[Any]) -> BuyOrder:

@@ -1,0 +1,1 @@
+"""outbox_relay: publish the write model's outbox to RabbitMQ with publisher confirms."""

@@ -1,0 +1,25 @@
+"""`python -m btc_orders.services.outbox_relay`: run the relay until SIGTERM."""
+
+from btc_orders import logs
+from btc_orders.adapters import db
+from btc_orders.services import configured, refuse_to_start
+from btc_orders.services.outbox_relay.relay import Relay, log
+from btc_orders.services.worker import StopFlag
+from btc_orders.settings import OutboxRelaySettings
+
+
+def main() -> None:
+    settings = configured("outbox_relay", OutboxRelaySettings)
+    engine = db.create_engine(settings.write_model_db_url, 2, "outbox_relay")
+    try:
+        db.check_schema(engine, "write_model")
+    except db.SchemaNotReady as error:
+        refuse_to_start(str(error))
+    stop = StopFlag()
+    logs.event(log, "relay_started", batch_size=settings.outbox_batch_size)
+    Relay(engine, settings.amqp_url, settings.outbox_batch_size, settings.outbox_poll_interval_seconds).run(stop)
+    logs.event(log, "relay_stopped")
+
+
+if __name__ == "__main__":
+    main()

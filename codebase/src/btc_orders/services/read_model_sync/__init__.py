@@ -1,0 +1,1 @@
+"""read_model_sync: consume order events and project them into the read model."""

@@ -63,6 +63,7 @@ class WriteModel:
         self.engine = engine
         self.slot_count = slot_count
         self._choose = choose or random.randrange
+        self.cap_satoshis: int | None = None  # set by ensure_cap
 
     def find_by_key(self, idempotence_key: uuid.UUID) -> BuyOrder | None:
         with unavailable_on_outage("write-model"), self.engine.connect() as connection:
@@ -77,8 +78,28 @@ class WriteModel:
         """
         satoshis = money.bitcoin_satoshis(request.amount, exchange_rate)
         bitcoin_amount = money.satoshis_to_btc(satoshis)
+        if self.cap_satoshis is not None and satoshis > self.cap_satoshis:
+            # More than the whole cap: refused without a transaction (and without
+            # asking the database to store a number wider than its column).
+            raise BtcCapExceeded(requested=bitcoin_amount, available=self.cap_status()[1])
+        with unavailable_on_outage("write-model"):
+            try:
+                return self._place_once(request, exchange_rate, satoshis, request_id, take=self._take_from_one_slot)
+            except _SlotTooLow:
+                # Rolled back, so no slot row stays locked; now lock them all, in order.
+                return self._place_once(request, exchange_rate, satoshis, request_id, take=self._take_from_all_slots)
+
+    def _place_once(
+        self,
+        request: OrderRequest,
+        exchange_rate: Decimal,
+        satoshis: int,
+        request_id: str | None,
+        take: Callable[[Connection, int], None],
+    ) -> tuple[BuyOrder, bool]:
         order_id = uuid.uuid4()
-        with unavailable_on_outage("write-model"), self.engine.begin() as connection:
+        bitcoin_amount = money.satoshis_to_btc(satoshis)
+        with self.engine.begin() as connection:
             inserted = connection.execute(
                 _INSERT_ORDER,
                 {
@@ -94,7 +115,7 @@ class WriteModel:
             if inserted is None:
                 existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
                 return _order_from_row(existing), False
-            self._take_capacity(connection, satoshis)
+            take(connection, satoshis)
             order = BuyOrder(
                 id=order_id,
                 sequence=inserted.sequence,
@@ -118,11 +139,15 @@ class WriteModel:
             )
         return order, True
 
-    def _take_capacity(self, connection: Connection, satoshis: int) -> None:
+    def _take_from_one_slot(self, connection: Connection, satoshis: int) -> None:
         slot = self._choose(self.slot_count)
-        taken = connection.execute(_TAKE_FROM_SLOT, {"slot": slot, "satoshis": satoshis}).rowcount
-        if taken == 1:
-            return
+        if connection.execute(_TAKE_FROM_SLOT, {"slot": slot, "satoshis": satoshis}).rowcount != 1:
+            # The failed UPDATE may still hold the slot's row lock (Postgres locks the
+            # newest row version before re-checking the condition): give up this
+            # transaction rather than lock other slots while holding it.
+            raise _SlotTooLow
+
+    def _take_from_all_slots(self, connection: Connection, satoshis: int) -> None:
         slots = connection.execute(_LOCK_ALL_SLOTS).all()
         total = sum(row.remaining_satoshis for row in slots)
         if total < satoshis:
@@ -144,6 +169,7 @@ class WriteModel:
             current = connection.execute(text("SELECT cap_satoshis FROM cap_ledger FOR UPDATE")).scalar_one()
             slots = connection.execute(_LOCK_ALL_SLOTS).all()
             if current == cap_satoshis and len(slots) == self.slot_count and slots:
+                self.cap_satoshis = cap_satoshis
                 return
             used_btc = connection.execute(text("SELECT coalesce(sum(bitcoin_amount), 0) FROM buy_order")).scalar_one()
             left = cap.remaining(cap_satoshis, money.btc_to_satoshis(used_btc))
@@ -153,6 +179,7 @@ class WriteModel:
                 [{"slot": slot, "remaining": part} for slot, part in enumerate(cap.spread(left, self.slot_count))],
             )
             connection.execute(text("UPDATE cap_ledger SET cap_satoshis = :cap"), {"cap": cap_satoshis})
+        self.cap_satoshis = cap_satoshis
 
     def cap_status(self) -> tuple[Decimal, Decimal]:
         """(cap, still available) in BTC, as the ledger holds them now."""
@@ -160,6 +187,10 @@ class WriteModel:
             cap_satoshis = connection.execute(text("SELECT cap_satoshis FROM cap_ledger")).scalar_one()
             left = connection.execute(text("SELECT coalesce(sum(remaining_satoshis), 0) FROM cap_slot")).scalar_one()
         return money.satoshis_to_btc(cap_satoshis), money.satoshis_to_btc(int(left))
+
+
+class _SlotTooLow(Exception):
+    """The chosen slot cannot cover the order; retry locking every slot."""
 
 
 def _order_from_row(row: Row[Any]) -> BuyOrder:

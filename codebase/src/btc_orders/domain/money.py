@@ -6,7 +6,7 @@ satoshis and only formatted as a decimal string at the edge.
 """
 
 import re
-from decimal import Decimal
+from decimal import Context, Decimal
 from fractions import Fraction
 
 SATOSHIS_PER_BTC = 100_000_000
@@ -20,6 +20,9 @@ _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # decimals, plus generous room for leading zeros. Keeps huge inputs cheap to refuse.
 _MAX_AMOUNT_TEXT = 64
 _MAX_RATE_TEXT = 64
+# Decimal operations round to the context's precision in *significant digits*;
+# this context is wide enough that scaling and quantizing any value we accept is exact.
+_EXACT = Context(prec=200)
 
 
 class MoneyError(ValueError):
@@ -103,25 +106,25 @@ def bitcoin_amount(amount: Decimal, exchange_rate: Decimal) -> Decimal:
 
 def satoshis_to_btc(satoshis: int) -> Decimal:
     """An integer count of satoshis as BTC with exactly 8 decimal places."""
-    return Decimal(satoshis).scaleb(-8)
+    return Decimal(satoshis).scaleb(-8, context=_EXACT)
 
 
 def btc_to_satoshis(btc: Decimal) -> int:
     """BTC as an integer count of satoshis; refuses sub-satoshi precision."""
-    satoshis = btc.scaleb(8)
-    if satoshis != satoshis.to_integral_value():
+    satoshis = btc.scaleb(8, context=_EXACT)
+    if satoshis != satoshis.to_integral_value(context=_EXACT):
         raise MoneyError(f"{btc} BTC is not a whole number of satoshis")
     return int(satoshis)
 
 
 def format_btc(btc: Decimal) -> str:
     """BTC as a plain decimal string with 8 places: `"0.00127252"`."""
-    return format(btc.quantize(Decimal("0.00000001")), "f")
+    return format(btc.quantize(Decimal("0.00000001"), context=_EXACT), "f")
 
 
 def format_fiat(amount: Decimal) -> str:
     """A fiat amount as a plain decimal string with 2 places: `"123.40"`."""
-    return format(amount.quantize(Decimal("0.01")), "f")
+    return format(amount.quantize(Decimal("0.01"), context=_EXACT), "f")
 
 
 def format_rate(rate: Decimal) -> str:

@@ -1,0 +1,161 @@
+"""The write model on a real Postgres: storing, replaying, the cap under concurrency."""
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from btc_orders.adapters.write_model import WriteModel
+from btc_orders.domain import money
+from btc_orders.domain.errors import BtcCapExceeded
+from btc_orders.domain.orders import Currency, OrderRequest
+
+RATE = Decimal("100000.00")  # 1 USD = 0.00001 BTC = 1,000 satoshis
+
+
+def order(amount: str, currency: Currency = Currency.USD, key: uuid.UUID | None = None) -> OrderRequest:
+    return OrderRequest(currency, Decimal(amount), key or uuid.uuid4())
+
+
+def ledger_total(engine: Engine) -> tuple[int, int]:
+    """(sum of orders, sum of slots) in satoshis."""
+    with engine.connect() as connection:
+        used = connection.execute(text("SELECT coalesce(sum(bitcoin_amount), 0) FROM buy_order")).scalar_one()
+        left = connection.execute(text("SELECT coalesce(sum(remaining_satoshis), 0) FROM cap_slot")).scalar_one()
+    return money.btc_to_satoshis(used), int(left)
+
+
+def model(engine: Engine, cap_btc: str, slots: int = 16) -> WriteModel:
+    write_model = WriteModel(engine, slots)
+    write_model.ensure_cap(money.btc_to_satoshis(Decimal(cap_btc)))
+    return write_model
+
+
+def test_an_order_is_stored_with_its_outbox_event(write_engine: Engine) -> None:
+    write_model = model(write_engine, "100")
+    stored, created = write_model.place(order("123.45"), Decimal("97012.34"), "req-1")
+    assert created
+    assert stored.bitcoin_amount == Decimal("0.00127252")
+    with write_engine.connect() as connection:
+        event = connection.execute(text("SELECT order_sequence, payload, request_id, sent_at FROM outbox")).one()
+    assert event.order_sequence == stored.sequence
+    assert '"bitcoin_amount":"0.00127252"' in event.payload
+    assert event.request_id == "req-1"
+    assert event.sent_at is None
+
+
+def test_the_same_key_returns_the_stored_order_and_stores_nothing_more(write_engine: Engine) -> None:
+    write_model = model(write_engine, "100")
+    request = order("10.00")
+    first, created = write_model.place(request, RATE, None)
+    again, created_again = write_model.place(request, Decimal("1.00"), None)
+    assert created and not created_again
+    assert again == first
+    assert ledger_total(write_engine) == (10_000, 100 * 10**8 - 10_000)
+
+
+def test_orders_are_never_updated_or_deleted(write_engine: Engine) -> None:
+    write_model = model(write_engine, "100")
+    write_model.place(order("10.00"), RATE, None)
+    for statement in ("UPDATE buy_order SET amount = 1", "DELETE FROM buy_order"):
+        with pytest.raises(DBAPIError, match="never updated or deleted"), write_engine.begin() as connection:
+            connection.execute(text(statement))
+
+
+def test_an_order_that_does_not_fit_is_refused_with_what_is_left(write_engine: Engine) -> None:
+    write_model = model(write_engine, "0.01")  # 1,000,000 satoshis = 1,000 USD at RATE
+    write_model.place(order("600.00"), RATE, None)
+    with pytest.raises(BtcCapExceeded) as refused:
+        write_model.place(order("400.01"), RATE, None)
+    assert refused.value.available == Decimal("0.00400000")
+    stored, created = write_model.place(order("400.00"), RATE, None)  # exactly up to the cap is allowed
+    assert created
+    assert ledger_total(write_engine) == (1_000_000, 0)
+
+
+def test_a_refused_order_leaves_its_key_unused(write_engine: Engine) -> None:
+    write_model = model(write_engine, "0.001")
+    key = uuid.uuid4()
+    with pytest.raises(BtcCapExceeded):
+        write_model.place(order("500.00", key=key), RATE, None)
+    assert write_model.find_by_key(key) is None
+    _, created = write_model.place(order("50.00", key=key), RATE, None)
+    assert created
+
+
+def test_an_order_above_the_whole_cap_is_refused_before_the_database(write_engine: Engine) -> None:
+    write_model = model(write_engine, "100")
+    with pytest.raises(BtcCapExceeded):
+        write_model.place(order("999999999.99"), Decimal("0.000001"), None)
+
+
+def test_capacity_moves_between_slots_when_one_runs_low(write_engine: Engine) -> None:
+    # Every order lands in slot 0, so all but the first few must borrow from the others.
+    write_model = WriteModel(write_engine, 4, choose=lambda _: 0)
+    write_model.ensure_cap(4_000_000)
+    for _ in range(4):
+        write_model.place(order("1000.00"), RATE, None)  # 1,000,000 satoshis each
+    assert ledger_total(write_engine) == (4_000_000, 0)
+    with pytest.raises(BtcCapExceeded):
+        write_model.place(order("0.01"), RATE, None)
+
+
+def test_changing_the_cap_keeps_what_orders_use(write_engine: Engine) -> None:
+    write_model = model(write_engine, "1")
+    write_model.place(order("30000.00"), RATE, None)  # 0.3 BTC
+    model(write_engine, "2", slots=8)
+    assert ledger_total(write_engine) == (30_000_000, 170_000_000)
+    model(write_engine, "0.1")  # below what is used: nothing left, nothing undone
+    assert ledger_total(write_engine) == (30_000_000, 0)
+    with write_engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM cap_slot")).scalar_one() == 16
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_racing_orders_never_take_the_total_above_the_cap(write_engine: Engine, round_: int) -> None:
+    # 0.01 BTC cap; 64 threads race orders of random sizes over 16 slots.
+    write_model = model(write_engine, "0.01")
+    sizes = [f"{(i * 37 + round_ * 11) % 90 + 10}.00" for i in range(200)]
+    start = threading.Barrier(64)
+
+    def place(index: int) -> bool:
+        if index < 64:
+            start.wait()
+        try:
+            write_model.place(order(sizes[index]), RATE, None)
+            return True
+        except BtcCapExceeded:
+            return False
+
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(place, range(len(sizes))))
+    used, left = ledger_total(write_engine)
+    assert used + left == 1_000_000
+    assert used <= 1_000_000
+    assert any(results) and not all(results)
+    # Every refusal was right: the smallest order (10 USD = 10,000 sat) no longer fit... or
+    # the refused order itself did not fit what was left at the end.
+    refused = [money.btc_to_satoshis(Decimal(sizes[i]) / 100000) for i, ok in enumerate(results) if not ok]
+    assert all(size > left for size in refused)
+
+
+def test_racing_the_same_key_stores_one_order(write_engine: Engine) -> None:
+    write_model = model(write_engine, "100")
+    request = order("25.00")
+    start = threading.Barrier(32)
+
+    def place(_: int) -> tuple[uuid.UUID, bool]:
+        start.wait()
+        stored, created = write_model.place(request, RATE, None)
+        return stored.id, created
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(place, range(32)))
+    assert len({order_id for order_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    with write_engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 1

@@ -1,0 +1,79 @@
+"""The suite as real processes: each test gets its own databases, vhost and ports."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_coinbase import FakeCoinbase
+from tests.support.services import (
+    Databases,
+    ServiceProcess,
+    base_env,
+    free_port,
+    throwaway_databases,
+    throwaway_vhost,
+)
+
+HTTP_SERVICES = {"btc_price": "BTC_PRICE_PORT", "create_buy_order": "CREATE_BUY_ORDER_PORT",
+                 "fetch_buy_orders": "FETCH_BUY_ORDERS_PORT"}
+
+
+@dataclass
+class Suite:
+    databases: Databases
+    amqp_url: str
+    coinbase: FakeCoinbase
+    directory: Path
+    env: dict[str, str] = field(default_factory=dict)
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.env = base_env(
+            WRITE_MODEL_DB_URL=self.databases.write_url,
+            READ_MODEL_DB_URL=self.databases.read_url,
+            AMQP_URL=self.amqp_url,
+            COINBASE_API_URL=self.coinbase.url,
+            RATE_TTL_SECONDS="2",
+            RATE_MAX_AGE_SECONDS="30",
+            COINBASE_TIMEOUT_SECONDS="1",
+            OUTBOX_POLL_INTERVAL_SECONDS="0.02",
+        )
+
+    def start(self, name: str, wait: bool = True, **overrides: str) -> ServiceProcess:
+        env = {**self.env, **overrides}
+        port = None
+        if name in HTTP_SERVICES:
+            port = int(env.get(HTTP_SERVICES[name]) or free_port())
+            env[HTTP_SERVICES[name]] = str(port)
+        if name == "create_buy_order" and "BTC_PRICE_URL" not in env:
+            env["BTC_PRICE_URL"] = self.service("btc_price").url
+        index = sum(1 for p in self.processes if p.name == name)
+        process = ServiceProcess(name, env, self.directory / f"{name}-{index}.log", port)
+        self.processes.append(process)
+        return process.start(wait=wait)
+
+    def service(self, name: str) -> ServiceProcess:
+        return next(p for p in self.processes if p.name == name and p.process and p.process.poll() is None)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+@pytest.fixture
+def suite(databases: Databases, amqp_url: str, coinbase: FakeCoinbase, tmp_path: Path) -> Iterator[Suite]:
+    running = Suite(databases, amqp_url, coinbase, tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_suite(coinbase_server: FakeCoinbase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    """One suite for a whole module, for tests that tell their orders apart by key."""
+    with throwaway_databases() as databases, throwaway_vhost() as amqp_url:
+        coinbase_server.reset()
+        running = Suite(databases, amqp_url, coinbase_server, tmp_path_factory.mktemp("suite"))
+        yield running
+        running.stop()

@@ -1,0 +1,60 @@
+"""Gunicorn settings for the HTTP services' run images (uvicorn workers).
+
+Everything comes from the environment (12-factor): the image sets BTC_ORDERS_SERVICE,
+the port comes from that service's own variable (`.env`: CREATE_BUY_ORDER_PORT,
+FETCH_BUY_ORDERS_PORT, BTC_PRICE_PORT) and the worker count from WEB_CONCURRENCY.
+btc_price always runs exactly one worker: its rate cache and the coalescing of
+concurrent Coinbase calls live in the process, so more workers mean more upstream calls.
+"""
+
+import os
+
+_PORTS = {
+    "btc_price": ("BTC_PRICE_PORT", 8779),
+    "create_buy_order": ("CREATE_BUY_ORDER_PORT", 8777),
+    "fetch_buy_orders": ("FETCH_BUY_ORDERS_PORT", 8778),
+}
+_SINGLE_PROCESS = {"btc_price"}
+_DEFAULT_WORKERS = 2
+
+service = os.environ.get("BTC_ORDERS_SERVICE", "")
+if service not in _PORTS:
+    raise SystemExit(f"configuration error: BTC_ORDERS_SERVICE: must be one of {', '.join(sorted(_PORTS))}")
+_port_variable, _default_port = _PORTS[service]
+
+
+def _integer(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"configuration error: {name}: must be an integer") from None
+    if not low <= value <= high:
+        raise SystemExit(f"configuration error: {name}: must be between {low} and {high}")
+    return value
+
+
+wsgi_app = f"btc_orders.asgi:{service}()"
+bind = [f"0.0.0.0:{_integer(_port_variable, _default_port, 1, 65535)}"]
+worker_class = "uvicorn.workers.UvicornWorker"
+workers = 1 if service in _SINGLE_PROCESS else _integer("WEB_CONCURRENCY", _DEFAULT_WORKERS, 1, 64)
+preload_app = False  # each worker builds its own app: DB pools and clients are never shared across fork
+proc_name = service
+
+# Shutdown: `docker stop` sends SIGTERM to gunicorn (PID 1 or under `init: true`), which stops
+# accepting, lets in-flight requests finish for up to graceful_timeout, then exits; keep this
+# below the compose stop_grace_period so the final SIGKILL never lands first.
+graceful_timeout = 20
+timeout = 30
+keepalive = 5
+
+# Containers: heartbeat files in memory, no control socket (nobody runs gunicornc in there),
+# the app writes its own JSON logs; gunicorn's own lines go to stderr.
+worker_tmp_dir = "/dev/shm"
+control_socket_disable = True
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+forwarded_allow_ips = "*"  # only the gateway and other cluster members can reach these ports

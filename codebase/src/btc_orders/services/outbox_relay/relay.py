@@ -60,14 +60,13 @@ class Relay:
             try:
                 published = self.relay_once()
                 backoff.reset()
+                if published < self.batch_size:
+                    self._idle(stop)
             except (pika.exceptions.AMQPError, DBAPIError, OSError) as error:
                 delay = backoff.delay()
                 logs.event(log, "relay_retrying", logging.WARNING, reason=_reason(error), retry_in_seconds=delay)
                 self._close()
                 stop.wait(delay)
-                continue
-            if published < self.batch_size:
-                self._idle(stop)
         self._close()
 
     def relay_once(self) -> int:

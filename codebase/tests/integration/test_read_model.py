@@ -1,0 +1,114 @@
+"""The read model on a real Postgres: idempotent projection and constant-cost keyset pages."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from btc_orders.adapters import read_model
+from btc_orders.adapters.read_model import ReadModel, apply_created_events
+from btc_orders.domain.errors import UnknownReference
+
+ROWS = 100_000
+
+
+def event_row(sequence: int) -> dict[str, Any]:
+    return {
+        "sequence": sequence,
+        "id": uuid.uuid4(),
+        "created_at": datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+        "currency": "USD",
+        "amount": "10.00",
+        "exchange_rate": "97012.34",
+        "bitcoin_amount": "0.00010309",
+        "idempotence_key": uuid.uuid4(),
+        "event_id": uuid.uuid4(),
+    }
+
+
+def test_applying_an_event_twice_changes_nothing(read_engine: Engine) -> None:
+    rows = [event_row(sequence) for sequence in (1, 2, 3)]
+    with read_engine.begin() as connection:
+        apply_created_events(connection, rows)
+    with read_engine.begin() as connection:
+        apply_created_events(connection, [rows[1], {**rows[2], "amount": "99.00"}])
+    page = ReadModel(read_engine).page(10, None)
+    assert [order["id"] for order in page.buy_orders] == [str(row["id"]) for row in reversed(rows)]
+    assert page.buy_orders[0]["amount"] == "10.00"
+    assert page.has_more is False
+
+
+def test_pages_follow_each_other_without_gap_or_overlap(read_engine: Engine) -> None:
+    with read_engine.begin() as connection:
+        apply_created_events(connection, [event_row(sequence) for sequence in range(1, 26)])
+    model = ReadModel(read_engine)
+    first = model.page(10, None)
+    second = model.page(10, uuid.UUID(first.last_reference or ""))
+    third = model.page(10, uuid.UUID(second.last_reference or ""))
+    assert (first.has_more, second.has_more, third.has_more) == (True, True, False)
+    assert len(third.buy_orders) == 5
+    with pytest.raises(UnknownReference):
+        model.page(10, uuid.uuid4())
+
+
+@pytest.fixture
+def large_read_model(read_engine: Engine) -> Engine:
+    with read_engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                INSERT INTO buy_order_view
+                    (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount,
+                     idempotence_key, event_id)
+                SELECT s, gen_random_uuid(), now(), 'USD', '10.00', '97012.34', '0.00010309',
+                       gen_random_uuid(), gen_random_uuid()
+                FROM generate_series(1, :rows) AS s
+                """
+            ),
+            {"rows": ROWS},
+        )
+    with read_engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE buy_order_view"))
+    return read_engine
+
+
+def plan(engine: Engine, query: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    with engine.connect() as connection:
+        result = connection.execute(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}"), parameters).scalar_one()
+    document = result if isinstance(result, list) else json.loads(result)
+    return dict(document[0]["Plan"])
+
+
+def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *[child for plan_ in node.get("Plans", []) for child in nodes(plan_)]]
+
+
+@pytest.mark.parametrize("depth", ["first", "middle", "last"])
+def test_every_page_is_an_index_scan_touching_about_a_page_of_rows(large_read_model: Engine, depth: str) -> None:
+    page_size = 10
+    after = {"first": None, "middle": ROWS // 2, "last": page_size + 1}[depth]
+    if after is None:
+        tree = plan(large_read_model, read_model._FIRST_PAGE.text, {"limit": page_size + 1})
+    else:
+        tree = plan(large_read_model, read_model._PAGE_AFTER.text, {"after": after, "limit": page_size + 1})
+    kinds = [node["Node Type"] for node in nodes(tree)]
+    assert "Seq Scan" not in kinds and "Sort" not in kinds, kinds
+    scans = [node for node in nodes(tree) if node["Node Type"] in ("Index Scan", "Index Only Scan")]
+    assert len(scans) == 1
+    assert scans[0]["Index Name"] == "buy_order_view_pkey"
+    assert scans[0]["Scan Direction"] == "Backward"
+    assert scans[0]["Actual Rows"] <= page_size + 1
+    buffers = scans[0]["Shared Hit Blocks"] + scans[0].get("Shared Read Blocks", 0)
+    assert buffers < 20, f"the scan touched {buffers} blocks for {page_size + 1} rows"
+
+
+def test_the_reference_lookup_uses_the_id_index(large_read_model: Engine) -> None:
+    with large_read_model.connect() as connection:
+        some_id = connection.execute(text("SELECT id FROM buy_order_view WHERE sequence = 500")).scalar_one()
+    tree = plan(large_read_model, read_model._SEQUENCE_OF.text, {"id": some_id})
+    kinds = [node["Node Type"] for node in nodes(tree)]
+    assert "Seq Scan" not in kinds
+    assert any(node.get("Index Name") == "buy_order_view_id_key" for node in nodes(tree))

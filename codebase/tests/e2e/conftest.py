@@ -16,8 +16,11 @@ from tests.support.services import (
     throwaway_vhost,
 )
 
-HTTP_SERVICES = {"btc_price": "BTC_PRICE_PORT", "create_buy_order": "CREATE_BUY_ORDER_PORT",
-                 "fetch_buy_orders": "FETCH_BUY_ORDERS_PORT"}
+HTTP_SERVICES = {
+    "btc_price": "BTC_PRICE_PORT",
+    "create_buy_order": "CREATE_BUY_ORDER_PORT",
+    "fetch_buy_orders": "FETCH_BUY_ORDERS_PORT",
+}
 
 
 @dataclass

@@ -24,10 +24,17 @@ def put(url: str, body: object, **kwargs: object) -> httpx.Response:
 def stored_orders(suite: Suite, key: str | None = None) -> list[dict[str, object]]:
     engine = db.create_engine(suite.databases.write_url, 1)
     with engine.connect() as connection:
-        rows = connection.execute(
-            text("SELECT * FROM buy_order WHERE CAST(:key AS uuid) IS NULL OR idempotence_key = :key ORDER BY sequence"),
-            {"key": key},
-        ).mappings().all()
+        rows = (
+            connection.execute(
+                text(
+                    "SELECT * FROM buy_order WHERE CAST(:key AS uuid) IS NULL OR idempotence_key = :key"
+                    " ORDER BY sequence"
+                ),
+                {"key": key},
+            )
+            .mappings()
+            .all()
+        )
     engine.dispose()
     return [dict(row) for row in rows]
 
@@ -151,9 +158,7 @@ def test_an_order_above_what_the_cap_leaves_is_a_409_with_the_btc_available(suit
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_every_upstream_fault_is_a_503_that_stores_nothing_and_leaves_the_key_usable(
-    suite: Suite, fault: str
-) -> None:
+def test_every_upstream_fault_is_a_503_that_stores_nothing_and_leaves_the_key_usable(suite: Suite, fault: str) -> None:
     suite.coinbase.set(fault)
     suite.start("btc_price", RATE_TTL_SECONDS="0.2", RATE_MAX_AGE_SECONDS="0.5", COINBASE_TIMEOUT_SECONDS="0.5")
     api = suite.start("create_buy_order", RATE_MAX_AGE_SECONDS="0.5").url
@@ -264,8 +269,11 @@ def test_health_readiness_and_openapi(suite: Suite) -> None:
 
 
 def test_a_request_id_is_returned_and_made_when_missing(api: str) -> None:
-    given = put(api, {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())},
-                headers={"X-Request-ID": "trace-me-123"})
+    given = put(
+        api,
+        {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())},
+        headers={"X-Request-ID": "trace-me-123"},
+    )
     assert given.headers["x-request-id"] == "trace-me-123"
     made = put(api, {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())})
     assert len(made.headers["x-request-id"]) == 32

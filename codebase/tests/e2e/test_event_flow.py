@@ -62,8 +62,11 @@ class Clients:
 
     def create(self, count: int, concurrency: int = 16) -> list[dict[str, Any]]:
         def one(index: int) -> dict[str, Any]:
-            body = {"currency": ("EUR", "GBP", "USD")[index % 3], "amount": f"{index % 97 + 1}.{index % 100:02d}",
-                    "idempotence_key": str(uuid.uuid4())}
+            body = {
+                "currency": ("EUR", "GBP", "USD")[index % 3],
+                "amount": f"{index % 97 + 1}.{index % 100:02d}",
+                "idempotence_key": str(uuid.uuid4()),
+            }
             response = self.http.put(f"{self.url}/buy_order", json=body)
             assert response.status_code == 201, response.text
             return dict(response.json())
@@ -152,12 +155,11 @@ def test_the_relay_killed_between_publish_and_mark_loses_and_duplicates_nothing(
     suite, clients, _ = flow
     relay = suite.service("outbox_relay")
     for _ in range(3):
-        stop = threading.Event()
-        worker = threading.Thread(target=lambda: [clients.create(20, 4) for _ in range(3) if not stop.is_set()])
-        worker.start()
-        wait_until(lambda: "event_published" in relay.logs(), 20, 0.01, "the relay to publish")
+        creator = threading.Thread(target=clients.create, args=(60, 4))
+        creator.start()
+        wait_until(lambda r=relay: "event_published" in r.logs(), 20, 0.01, "the relay to publish")
         relay.kill()  # SIGKILL while it publishes: some rows published but not marked sent
-        worker.join()
+        creator.join()
         relay = suite.start("outbox_relay", wait=False)
     assert_read_model_converges(suite)
 
@@ -215,9 +217,21 @@ def test_poison_messages_are_dead_lettered_while_good_events_flow(flow: tuple[Su
     clients.create(5)
     assert_read_model_converges(suite)
     good_event = json.dumps({"event_id": str(uuid.uuid4()), "type": "buy_order.created", "version": 1})
-    poison = [b"not json at all", b'{"type": "buy_order.created"}', good_event.encode(), b"[]",
-              json.dumps({"type": "buy_order.created", "version": 2, "event_id": str(uuid.uuid4()),
-                          "occurred_at": "2026-01-01T00:00:00Z", "order": {}}).encode()]
+    poison = [
+        b"not json at all",
+        b'{"type": "buy_order.created"}',
+        good_event.encode(),
+        b"[]",
+        json.dumps(
+            {
+                "type": "buy_order.created",
+                "version": 2,
+                "event_id": str(uuid.uuid4()),
+                "occurred_at": "2026-01-01T00:00:00Z",
+                "order": {},
+            }
+        ).encode(),
+    ]
     connection = pika.BlockingConnection(pika.URLParameters(suite.amqp_url))
     channel = connection.channel()
     for body in poison:

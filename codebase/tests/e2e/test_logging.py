@@ -29,8 +29,15 @@ def test_events_reach_fluentd_tagged_by_service_and_event_with_the_request_id(su
         assert created["request_id"] == "fluent-trace-1"
         assert created["bitcoin_amount"] == "0.00012721"  # 12.34 / 97012.34, rounded up
         # btc_price logged the same request id: it travels with the rate request.
-        wait_until(lambda: any(tag == "btc.btc_price.http_request" and r.get("request_id") == "fluent-trace-1"
-                               for tag, _, r in receiver.entries), 10, 0.05, "btc_price's log line")
+        wait_until(
+            lambda: any(
+                tag == "btc.btc_price.http_request" and r.get("request_id") == "fluent-trace-1"
+                for tag, _, r in receiver.entries
+            ),
+            10,
+            0.05,
+            "btc_price's log line",
+        )
     finally:
         receiver.close()
 

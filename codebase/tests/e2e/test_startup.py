@@ -12,7 +12,11 @@ from tests.support.services import base_env, throwaway_databases
 def start(service: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", f"btc_orders.services.{service}"],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=30,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -21,12 +25,22 @@ def start(service: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
     [
         ({}, "WRITE_MODEL_DB_URL"),
         ({"WRITE_MODEL_DB_URL": "mysql://x", "BTC_PRICE_URL": "http://127.0.0.1:1"}, "WRITE_MODEL_DB_URL"),
-        ({"WRITE_MODEL_DB_URL": "postgresql://x/y", "BTC_PRICE_URL": "http://127.0.0.1:1", "BTC_CAP": "ten"},
-         "BTC_CAP"),
-        ({"WRITE_MODEL_DB_URL": "postgresql://x/y", "BTC_PRICE_URL": "http://127.0.0.1:1",
-          "BTC_CAP": "0.000000001"}, "BTC_CAP"),
-        ({"WRITE_MODEL_DB_URL": "postgresql://x/y", "BTC_PRICE_URL": "http://127.0.0.1:1",
-          "CREATE_BUY_ORDER_PORT": "99999"}, "CREATE_BUY_ORDER_PORT"),
+        (
+            {"WRITE_MODEL_DB_URL": "postgresql://x/y", "BTC_PRICE_URL": "http://127.0.0.1:1", "BTC_CAP": "ten"},
+            "BTC_CAP",
+        ),
+        (
+            {"WRITE_MODEL_DB_URL": "postgresql://x/y", "BTC_PRICE_URL": "http://127.0.0.1:1", "BTC_CAP": "0.000000001"},
+            "BTC_CAP",
+        ),
+        (
+            {
+                "WRITE_MODEL_DB_URL": "postgresql://x/y",
+                "BTC_PRICE_URL": "http://127.0.0.1:1",
+                "CREATE_BUY_ORDER_PORT": "99999",
+            },
+            "CREATE_BUY_ORDER_PORT",
+        ),
     ],
 )
 def test_a_missing_or_malformed_setting_stops_the_process_with_one_line_naming_it(

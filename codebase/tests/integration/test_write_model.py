@@ -72,7 +72,7 @@ def test_an_order_that_does_not_fit_is_refused_with_what_is_left(write_engine: E
     with pytest.raises(BtcCapExceeded) as refused:
         write_model.place(order("400.01"), RATE, None)
     assert refused.value.available == Decimal("0.00400000")
-    stored, created = write_model.place(order("400.00"), RATE, None)  # exactly up to the cap is allowed
+    _stored, created = write_model.place(order("400.00"), RATE, None)  # exactly up to the cap is allowed
     assert created
     assert ledger_total(write_engine) == (1_000_000, 0)
 

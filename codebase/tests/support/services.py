@@ -31,8 +31,10 @@ def admin_connection() -> "psycopg2.extensions.connection":
 
 
 def database_url(name: str) -> str:
-    return make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2", database=name).render_as_string(
-        hide_password=False
+    return (
+        make_url(PG_ADMIN_URL)
+        .set(drivername="postgresql+psycopg2", database=name)
+        .render_as_string(hide_password=False)
     )
 
 

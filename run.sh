@@ -201,7 +201,7 @@ for variable in ("WRITE_MODEL_DB_URL", "READ_MODEL_DB_URL"):
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         stop(f"no Postgres answers at {where} for {variable} ({first}); start one or set {variable}")
     connection.autocommit = True
-    with connection, connection.cursor() as cursor:
+    with connection.cursor() as cursor:  # no `with connection`: it would open a transaction
         cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,))
         if cursor.fetchone() is None:
             try:

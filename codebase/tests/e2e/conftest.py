@@ -1,5 +1,6 @@
 """The suite as real processes: each test gets its own databases, vhost and ports."""
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,20 +24,31 @@ HTTP_SERVICES = {
 }
 
 
+AMQP_SERVICES = {"outbox_relay", "read_model_sync"}
+
+
 @dataclass
 class Suite:
     databases: Databases
-    amqp_url: str
     coinbase: FakeCoinbase
     directory: Path
     env: dict[str, str] = field(default_factory=dict)
     processes: list[ServiceProcess] = field(default_factory=list)
+    _vhost: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    _amqp_url: str | None = None
+
+    @property
+    def amqp_url(self) -> str:
+        """A RabbitMQ vhost of the suite's own, made on first use (rabbitmqctl is slow)."""
+        if self._amqp_url is None:
+            self._amqp_url = self._vhost.enter_context(throwaway_vhost())
+            self.env["AMQP_URL"] = self._amqp_url
+        return self._amqp_url
 
     def __post_init__(self) -> None:
         self.env = base_env(
             WRITE_MODEL_DB_URL=self.databases.write_url,
             READ_MODEL_DB_URL=self.databases.read_url,
-            AMQP_URL=self.amqp_url,
             COINBASE_API_URL=self.coinbase.url,
             RATE_TTL_SECONDS="2",
             RATE_MAX_AGE_SECONDS="30",
@@ -45,6 +57,8 @@ class Suite:
         )
 
     def start(self, name: str, wait: bool = True, **overrides: str) -> ServiceProcess:
+        if name in AMQP_SERVICES:
+            _ = self.amqp_url
         env = {**self.env, **overrides}
         port = None
         if name in HTTP_SERVICES:
@@ -63,11 +77,12 @@ class Suite:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+        self._vhost.close()
 
 
 @pytest.fixture
-def suite(databases: Databases, amqp_url: str, coinbase: FakeCoinbase, tmp_path: Path) -> Iterator[Suite]:
-    running = Suite(databases, amqp_url, coinbase, tmp_path)
+def suite(databases: Databases, coinbase: FakeCoinbase, tmp_path: Path) -> Iterator[Suite]:
+    running = Suite(databases, coinbase, tmp_path)
     yield running
     running.stop()
 
@@ -75,8 +90,8 @@ def suite(databases: Databases, amqp_url: str, coinbase: FakeCoinbase, tmp_path:
 @pytest.fixture(scope="module")
 def shared_suite(coinbase_server: FakeCoinbase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     """One suite for a whole module, for tests that tell their orders apart by key."""
-    with throwaway_databases() as databases, throwaway_vhost() as amqp_url:
+    with throwaway_databases() as databases:
         coinbase_server.reset()
-        running = Suite(databases, amqp_url, coinbase_server, tmp_path_factory.mktemp("suite"))
+        running = Suite(databases, coinbase_server, tmp_path_factory.mktemp("suite"))
         yield running
         running.stop()

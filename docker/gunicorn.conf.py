@@ -17,10 +17,10 @@ _PORTS = {
 _SINGLE_PROCESS = {"btc_price"}
 _DEFAULT_WORKERS = 2
 
-service = os.environ.get("BTC_ORDERS_SERVICE", "")
-if service not in _PORTS:
+_service = os.environ.get("BTC_ORDERS_SERVICE", "")
+if _service not in _PORTS:
     raise SystemExit(f"configuration error: BTC_ORDERS_SERVICE: must be one of {', '.join(sorted(_PORTS))}")
-_port_variable, _default_port = _PORTS[service]
+_port_variable, _default_port = _PORTS[_service]
 
 
 def _integer(name: str, default: int, low: int, high: int) -> int:
@@ -36,12 +36,12 @@ def _integer(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-wsgi_app = f"btc_orders.asgi:{service}()"
+wsgi_app = f"btc_orders.asgi:{_service}()"
 bind = [f"0.0.0.0:{_integer(_port_variable, _default_port, 1, 65535)}"]
 worker_class = "uvicorn.workers.UvicornWorker"
-workers = 1 if service in _SINGLE_PROCESS else _integer("WEB_CONCURRENCY", _DEFAULT_WORKERS, 1, 64)
+workers = 1 if _service in _SINGLE_PROCESS else _integer("WEB_CONCURRENCY", _DEFAULT_WORKERS, 1, 64)
 preload_app = False  # each worker builds its own app: DB pools and clients are never shared across fork
-proc_name = service
+proc_name = _service
 
 # Shutdown: `docker stop` sends SIGTERM to gunicorn (PID 1 or under `init: true`), which stops
 # accepting, lets in-flight requests finish for up to graceful_timeout, then exits; keep this

@@ -1,0 +1,141 @@
+"""The images: every Dockerfile linted by hadolint, and the shape the cluster relies on."""
+
+import fnmatch
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.containers.conftest import (
+    HTTP_SERVICES,
+    PACKAGE_SERVICES,
+    PORT_VARIABLE,
+    REPO,
+    SPEC_PORTS,
+    dockerfile_instructions,
+    run,
+    tool,
+)
+
+DOCKERFILES = sorted((REPO / "docker" / "services").glob("*/Dockerfile*"))
+
+
+def test_every_service_has_a_base_and_a_run_dockerfile() -> None:
+    assert {path.parent.name for path in DOCKERFILES} == set(PACKAGE_SERVICES)
+    for name in PACKAGE_SERVICES:
+        assert (REPO / "docker" / "services" / name / "Dockerfile.base").is_file()
+        assert (REPO / "docker" / "services" / name / "Dockerfile").is_file()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(REPO)))
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    # Every severity counts, down to style and info: nothing is left unexplained.
+    result = run(tool("hadolint"), "--no-color", "--failure-threshold", "style", str(dockerfile))
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(REPO)))
+def test_every_hadolint_ignore_says_why(dockerfile: Path) -> None:
+    lines = dockerfile.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if "hadolint ignore=" in line:
+            above = lines[number - 1].strip() if number else ""
+            assert above.startswith("#") and "hadolint" not in above, f"{dockerfile}:{number + 1}: no reason above"
+
+
+@pytest.mark.parametrize("name", PACKAGE_SERVICES)
+def test_base_images_hold_the_pinned_dependencies_and_no_code(name: str) -> None:
+    instructions = dockerfile_instructions(REPO / "docker" / "services" / name / "Dockerfile.base")
+    froms = [arguments for keyword, arguments in instructions if keyword == "FROM"]
+    assert len(froms) == 1
+    version = re.fullmatch(r"python:3\.(\d+)\.\d+-slim-\w+", froms[0])
+    assert version and int(version[1]) >= 11, froms[0]
+    copies = [arguments for keyword, arguments in instructions if keyword in ("COPY", "ADD")]
+    assert copies == ["codebase/requirements.txt /tmp/requirements.txt"]
+    installs = " ".join(arguments for keyword, arguments in instructions if keyword == "RUN")
+    assert "-r /tmp/requirements.txt" in installs
+    assert re.search(r"setuptools==\d", installs)  # the run image builds the package offline
+    assert re.search(r"useradd .*--uid 10001", installs)
+
+
+def test_all_bases_are_the_same_image_recipe() -> None:
+    recipes = {
+        (REPO / "docker" / "services" / name / "Dockerfile.base").read_text().split("FROM", 1)[1]
+        for name in PACKAGE_SERVICES
+    }
+    assert len(recipes) == 1, "the bases differ: keep them identical so the layers are shared"
+
+
+@pytest.mark.parametrize("name", PACKAGE_SERVICES)
+def test_run_images_add_the_code_run_unprivileged_and_stop_gracefully(name: str) -> None:
+    instructions = dockerfile_instructions(REPO / "docker" / "services" / name / "Dockerfile")
+    keywords = [keyword for keyword, _ in instructions]
+    assert instructions[0] == ("FROM", f"btc-orders/{name}-base:latest")
+    assert ("COPY", "codebase/src /tmp/build/src") in instructions
+    run_steps = [arguments for keyword, arguments in instructions if keyword == "RUN"]
+    assert any("pip install --no-cache-dir --no-deps --no-build-isolation /tmp/build" in step for step in run_steps)
+    # Non-root from the USER line on, and nothing runs as root after it.
+    users = [arguments for keyword, arguments in instructions if keyword == "USER"]
+    assert users == ["10001:10001"]
+    assert "RUN" not in keywords[keywords.index("USER") :]
+    assert ("STOPSIGNAL", "SIGTERM") in instructions
+    command = json.loads(next(arguments for keyword, arguments in instructions if keyword == "CMD"))
+    assert isinstance(command, list)  # exec form: the process itself gets the signal
+    if name in HTTP_SERVICES:
+        assert command == ["gunicorn", "--config", "/app/gunicorn.conf.py"]
+        assert ("ENV", f"BTC_ORDERS_SERVICE={name}") in instructions
+        assert ("EXPOSE", str(SPEC_PORTS[PORT_VARIABLE[name]])) in instructions
+        healthcheck = next(arguments for keyword, arguments in instructions if keyword == "HEALTHCHECK")
+        probe = json.loads(healthcheck.split("CMD", 1)[1])
+        assert probe == ["python", "/app/healthcheck.py", PORT_VARIABLE[name], str(SPEC_PORTS[PORT_VARIABLE[name]])]
+    else:
+        assert command == ["python", "-m", f"btc_orders.services.{name}"]
+        assert "HEALTHCHECK" not in keywords
+        assert "No HEALTHCHECK:" in (REPO / "docker" / "services" / name / "Dockerfile").read_text()
+
+
+def _dockerignore_excludes(path: str, patterns: list[tuple[bool, str]]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    excluded = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: index + 1]) for index in range(len(parts))]
+    for negated, pattern in patterns:
+        pattern = pattern.rstrip("/")
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes) or (
+            pattern.startswith("**/") and any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts)
+        ):
+            excluded = not negated
+    return excluded
+
+
+def test_dockerignore_sends_what_the_images_copy_and_nothing_else() -> None:
+    patterns = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            patterns.append((line.startswith("!"), line.lstrip("!")))
+    copied = set()
+    for dockerfile in DOCKERFILES:
+        for keyword, arguments in dockerfile_instructions(dockerfile):
+            if keyword == "COPY":
+                copied.update(argument for argument in arguments.split()[:-1] if not argument.startswith("--"))
+    assert copied == {
+        "codebase/requirements.txt",
+        "codebase/pyproject.toml",
+        "codebase/src",
+        "docker/gunicorn.conf.py",
+        "docker/healthcheck.py",
+    }
+    for path in copied:
+        assert (REPO / path).exists(), path
+        assert not _dockerignore_excludes(path, patterns), f"{path} is kept out of the build context"
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".env",
+        "codebase/tests/conftest.py",
+        "docs",
+        "codebase/src/x/__pycache__/a.pyc",
+    ):
+        assert _dockerignore_excludes(path, patterns), f"{path} would be sent to the engine"

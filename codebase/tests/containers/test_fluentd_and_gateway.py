@@ -1,0 +1,181 @@
+"""docker/fluentd/fluent.conf and the gateway's nginx template, parsed and checked for shape.
+
+No Fluentd or nginx can be installed from the registries this project uses for its tools, so
+Fluentd's configuration syntax is parsed here (directives, nesting, `key value` parameters)
+and what the cluster relies on is asserted.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.containers.conftest import REPO, dotenv
+
+FLUENT_CONF = REPO / "docker" / "fluentd" / "fluent.conf"
+GATEWAY_TEMPLATE = REPO / "docker" / "gateway" / "templates" / "default.conf.template"
+KNOWN_DIRECTIVES = {
+    "source",
+    "match",
+    "filter",
+    "label",
+    "system",
+    "worker",
+    "store",
+    "buffer",
+    "format",
+    "parse",
+    "inject",
+}
+
+
+@dataclass
+class Directive:
+    name: str
+    argument: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    children: list["Directive"] = field(default_factory=list)
+
+    def all(self, name: str) -> list["Directive"]:
+        return [child for child in self.children if child.name == name]
+
+
+def parse_fluentd(text: str) -> Directive:
+    """Fluentd's v1 config syntax: `<name arg>` ... `</name>` blocks, `key value` lines, # comments."""
+    root = Directive("root")
+    stack = [root]
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if opening := re.fullmatch(r"<([a-z_]+)(?:\s+([^>]*))?>", line):
+            directive = Directive(opening[1], (opening[2] or "").strip())
+            stack[-1].children.append(directive)
+            stack.append(directive)
+        elif closing := re.fullmatch(r"</([a-z_]+)>", line):
+            assert len(stack) > 1 and stack[-1].name == closing[1], f"line {number}: unbalanced </{closing[1]}>"
+            stack.pop()
+        else:
+            parameter = re.fullmatch(r"(@?[a-z_]+)(?:\s+(.*))?", line)
+            assert parameter, f"line {number}: not a parameter: {line!r}"
+            assert parameter[1] not in stack[-1].params, f"line {number}: {parameter[1]} set twice"
+            stack[-1].params[parameter[1]] = (parameter[2] or "").strip()
+    assert len(stack) == 1, f"<{stack[-1].name}> is never closed"
+    return root
+
+
+def _tag_regex(pattern: str) -> str:
+    regex = ""
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith(".**", index):
+            regex += r"(?:\.[^.]+)*"
+            index += 3
+        elif pattern.startswith("**", index):
+            regex += r".*"
+            index += 2
+        elif pattern[index] == "*":
+            regex += r"[^.]+"
+            index += 1
+        else:
+            regex += re.escape(pattern[index])
+            index += 1
+    return regex
+
+
+def fluentd_tag_matches(pattern: str, tag: str) -> bool:
+    """Fluentd's match patterns: `*` one tag part, `**` zero or more, several patterns space-separated."""
+    return any(re.fullmatch(_tag_regex(alternative), tag) for alternative in pattern.split())
+
+
+def _conf() -> Directive:
+    return parse_fluentd(FLUENT_CONF.read_text())
+
+
+def _walk(directive: Directive) -> list[Directive]:
+    return [directive, *(node for child in directive.children for node in _walk(child))]
+
+
+def test_the_configuration_parses_and_uses_known_directives() -> None:
+    for directive in _walk(_conf())[1:]:
+        assert directive.name in KNOWN_DIRECTIVES, directive.name
+        if directive.name in ("source", "match", "store", "filter"):
+            assert "@type" in directive.params, f"<{directive.name} {directive.argument}> has no @type"
+
+
+def test_it_receives_the_forward_protocol_on_fluentd_port() -> None:
+    forward = [source for source in _conf().all("source") if source.params["@type"] == "forward"]
+    assert len(forward) == 1
+    assert forward[0].params["port"] == dotenv()["FLUENTD_PORT"]
+    assert forward[0].params["bind"] == "0.0.0.0"  # the services are other containers
+
+
+def test_the_service_events_go_to_stdout_and_to_a_file_in_the_log_volume(compose_config: dict[str, Any]) -> None:
+    matches = _conf().all("match")
+    tag = "btc.create_buy_order.order_created"  # btc.<service>.<event>, as btc_orders.logs sends them
+    first = next(match for match in matches if fluentd_tag_matches(match.argument, tag))
+    assert first.argument == "btc.**"
+    assert first.params["@type"] == "copy"
+    stores = {store.params["@type"]: store for store in first.all("store")}
+    assert set(stores) == {"stdout", "file"}
+    file_store = stores["file"]
+    assert file_store.params["path"].startswith("/fluentd/log/")
+    assert "${tag[1]}" in file_store.params["path"]  # one file per service
+    (buffer,) = file_store.all("buffer")
+    assert {"tag", "time"} <= {key.strip() for key in buffer.argument.split(",")}
+    assert buffer.params["path"].startswith("/fluentd/log/")
+    assert file_store.all("format")[0].params["@type"] == "json"
+    # Anything else is shown too, after the btc.** match.
+    assert matches[-1].argument == "**"
+    volumes = {(volume["type"], volume["target"]) for volume in compose_config["services"]["log"]["volumes"]}
+    assert ("volume", "/fluentd/log") in volumes
+    assert ("bind", "/fluentd/etc/fluent.conf") in volumes
+
+
+def test_the_healthcheck_asks_the_monitor_agent_it_configures(compose_config: dict[str, Any]) -> None:
+    (monitor,) = [source for source in _conf().all("source") if source.params["@type"] == "monitor_agent"]
+    assert monitor.params["bind"] == "127.0.0.1"
+    probe = " ".join(compose_config["services"]["log"]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{monitor.params['port']}/api/plugins.json" in probe
+
+
+def test_the_logs_module_tags_events_as_the_configuration_expects() -> None:
+    source = (REPO / "codebase" / "src" / "btc_orders" / "logs.py").read_text()
+    assert 'f"btc.{service}"' in source
+
+
+def test_the_tag_matcher_itself() -> None:
+    assert fluentd_tag_matches("btc.**", "btc.fetch_buy_orders.http_request")
+    assert fluentd_tag_matches("btc.**", "btc")
+    assert not fluentd_tag_matches("btc.**", "other.btc")
+    assert fluentd_tag_matches("**", "anything.at.all")
+    assert fluentd_tag_matches("a.*", "a.b") and not fluentd_tag_matches("a.*", "a.b.c")
+    assert fluentd_tag_matches("x.* btc.**", "btc.log")
+
+
+# --- the gateway ------------------------------------------------------------------------------
+
+
+def test_the_gateway_listens_on_the_public_ports_and_proxies_to_the_services(compose_config: dict[str, Any]) -> None:
+    template = GATEWAY_TEMPLATE.read_text()
+    gateway = compose_config["services"]["gateway"]
+    environment = gateway["environment"]
+    # envsubst only replaces variables the container has: every ${...} must be one of them.
+    used = set(re.findall(r"\$\{([A-Z_]+)\}", template))
+    assert used <= {*environment, "NGINX_LOCAL_RESOLVERS"}, used - {*environment}
+    assert environment["NGINX_ENTRYPOINT_LOCAL_RESOLVERS"]  # makes the image fill NGINX_LOCAL_RESOLVERS
+    assert "resolver ${NGINX_LOCAL_RESOLVERS}" in template
+    env_file = dotenv()
+    for service, variable in (
+        ("create_buy_order", "CREATE_BUY_ORDER_PORT"),
+        ("fetch_buy_orders", "FETCH_BUY_ORDERS_PORT"),
+    ):
+        assert environment[variable] == env_file[variable]
+        assert f"listen ${{{variable}}};" in template
+        assert f"set ${service} {service}:${{{variable}}};" in template
+        assert f"proxy_pass http://${service};" in template  # a variable: resolved again, replicas found
+    assert "listen 8080;" in template and "http://127.0.0.1:8080/healthz" in gateway["healthcheck"]["test"]
+    assert template.count("{") == template.count("}")
+    volumes = {(volume["type"], volume["target"]) for volume in gateway["volumes"]}
+    assert ("bind", "/etc/nginx/templates") in volumes
+    assert Path(next(volume["source"] for volume in gateway["volumes"])) == GATEWAY_TEMPLATE.parent

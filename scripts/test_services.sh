@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by test.sh: make sure a Postgres and a RabbitMQ answer, exporting
 # TEST_PG_URL, TEST_AMQP_URL and TEST_RABBITMQCTL for the tests.
 # Uses the ones named in the environment, else the local defaults, else starts
@@ -27,9 +28,10 @@ ensure_postgres() {
     _pg_answers "$TEST_PG_URL" && return 0
     say "no Postgres answers at $TEST_PG_URL; starting a throwaway one"
     local bindir
-    bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    bindir=$(printf '%s\n' /usr/lib/postgresql/*/bin | grep -v '\*' | sort -V | tail -n 1)
     [ -n "$bindir" ] || bindir=$(dirname "$(command -v pg_ctl 2>/dev/null || echo /nonexistent/pg_ctl)")
     [ -x "$bindir/pg_ctl" ] || die "no Postgres reachable at $TEST_PG_URL and no pg_ctl to start one (apt-get install postgresql)"
+    # shellcheck disable=SC2154  # root is set by test.sh, which sources this file
     local data="$root/.tools/postgres" port=54329 owner=""
     [ "$(id -u)" = 0 ] && owner=postgres
     mkdir -p "$root/.tools"

@@ -75,6 +75,7 @@ class CreateBuyOrderSettings(WriteModelSettings):
     btc_cap: Decimal = Field(default=Decimal(100), alias="BTC_CAP")
     cap_ledger_slots: Annotated[int, Field(ge=1, le=256)] = Field(default=16, alias="CAP_LEDGER_SLOTS")
     rate_max_age_seconds: Seconds = Field(default=30, alias="RATE_MAX_AGE_SECONDS")
+    rate_ttl_seconds: Seconds = Field(default=2, alias="RATE_TTL_SECONDS")
     btc_price_timeout_seconds: Seconds = Field(default=3, alias="BTC_PRICE_TIMEOUT_SECONDS")
 
     @field_validator("btc_cap", mode="before")

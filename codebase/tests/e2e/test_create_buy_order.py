@@ -300,3 +300,18 @@ def test_a_write_model_outage_is_a_503_and_nothing_half_stored(suite: Suite) -> 
         connection.close()
     recovered = put(api, {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())})
     assert recovered.status_code == 201
+
+
+def test_a_replay_is_answered_while_no_rate_can_be_had(suite: Suite) -> None:
+    fast = {"RATE_TTL_SECONDS": "0.2", "RATE_MAX_AGE_SECONDS": "0.5"}
+    suite.start("btc_price", **fast)
+    api = suite.start("create_buy_order", **fast).url
+    body = {"currency": "USD", "amount": "64.00", "idempotence_key": str(uuid.uuid4())}
+    first = put(api, body)
+    assert first.status_code == 201
+    suite.coinbase.set("error500")
+    time.sleep(0.6)
+    assert put(api, {**body, "idempotence_key": str(uuid.uuid4())}).status_code == 503
+    replay = put(api, body)
+    assert replay.status_code == 200
+    assert replay.content == first.content

@@ -1,5 +1,12 @@
-"""How create_buy_order asks btc_price for a rate (one pooled HTTP client)."""
+"""How create_buy_order asks btc_price for a rate (one pooled HTTP client, a short memory).
 
+A rate btc_price gave is reused for `reuse_seconds` (the rate TTL), so most
+orders cost no HTTP call; a rate is never used once it is older, by the time
+Coinbase gave it, than `max_age_seconds`.
+"""
+
+import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -11,8 +18,11 @@ from btc_orders.domain.orders import Currency
 
 
 class BtcPriceClient:
-    def __init__(self, base_url: str, timeout_seconds: float, max_age_seconds: float) -> None:
+    def __init__(self, base_url: str, timeout_seconds: float, max_age_seconds: float, reuse_seconds: float = 0) -> None:
         self.max_age_seconds = max_age_seconds
+        self.reuse_seconds = min(reuse_seconds, max_age_seconds)
+        self._recent: dict[Currency, tuple[Decimal, datetime, float]] = {}
+        self._lock = threading.Lock()
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_seconds),
@@ -21,6 +31,16 @@ class BtcPriceClient:
 
     def rate(self, currency: Currency, request_id: str | None = None) -> Decimal:
         """The current rate, never older than `max_age_seconds`; else `RateUnavailable`."""
+        recent = self._recent.get(currency)
+        now = time.monotonic()
+        if recent and now - recent[2] < self.reuse_seconds and _age(recent[1]) <= self.max_age_seconds:
+            return recent[0]
+        rate, fetched_at = self._fetch(currency, request_id)
+        with self._lock:
+            self._recent[currency] = (rate, fetched_at, now)
+        return rate
+
+    def _fetch(self, currency: Currency, request_id: str | None) -> tuple[Decimal, datetime]:
         headers = {"X-Request-ID": request_id} if request_id else None
         try:
             response = self._client.get(f"/btc_price/{currency.value}", headers=headers)
@@ -38,10 +58,10 @@ class BtcPriceClient:
             fetched_at = datetime.fromisoformat(document["fetched_at"])
         except (ValueError, KeyError, TypeError, money.MoneyError):
             raise RateUnavailable("the btc_price service answered something unusable") from None
-        age = datetime.now(UTC).timestamp() - fetched_at.timestamp()
+        age = _age(fetched_at)
         if age > self.max_age_seconds:
             raise RateUnavailable(f"the {currency.value} rate is {age:.0f} s old, too old to price an order")
-        return rate
+        return rate, fetched_at
 
     def ping(self) -> bool:
         try:
@@ -51,3 +71,7 @@ class BtcPriceClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _age(fetched_at: datetime) -> float:
+    return (datetime.now(UTC) - fetched_at).total_seconds()

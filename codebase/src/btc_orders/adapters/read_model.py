@@ -34,16 +34,24 @@ _FIRST_PAGE = text(
     LIMIT :limit
     """
 )
+# One round trip for a later page: the reference is found by the unique index on
+# `id`, the page read from the primary key after it. No row at all: unknown reference;
+# one row of NULLs: the reference was the oldest order.
 _PAGE_AFTER = text(
     """
-    SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
-    FROM buy_order_view
-    WHERE sequence < :after
-    ORDER BY sequence DESC
-    LIMIT :limit
+    SELECT page.sequence, page.id, page.created_at, page.currency, page.amount, page.exchange_rate,
+           page.bitcoin_amount, page.idempotence_key
+    FROM buy_order_view AS reference
+    LEFT JOIN LATERAL (
+        SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
+        FROM buy_order_view
+        WHERE sequence < reference.sequence
+        ORDER BY sequence DESC
+        LIMIT :limit
+    ) AS page ON true
+    WHERE reference.id = :reference
     """
 )
-_SEQUENCE_OF = text("SELECT sequence FROM buy_order_view WHERE id = :id")
 _ONE = text(
     """
     SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
@@ -72,10 +80,10 @@ class ReadModel:
             if last_reference is None:
                 rows = connection.execute(_FIRST_PAGE, {"limit": page_size + 1}).all()
             else:
-                after = connection.execute(_SEQUENCE_OF, {"id": last_reference}).scalar_one_or_none()
-                if after is None:
+                rows = connection.execute(_PAGE_AFTER, {"reference": last_reference, "limit": page_size + 1}).all()
+                if not rows:
                     raise UnknownReference(f"last_reference {last_reference} is not the id of any order")
-                rows = connection.execute(_PAGE_AFTER, {"after": after, "limit": page_size + 1}).all()
+                rows = [row for row in rows if row.sequence is not None]
         orders = [_resource(row) for row in rows[:page_size]]
         return Page(orders, orders[-1]["id"] if orders else None, len(rows) > page_size)
 

@@ -29,7 +29,10 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
     write_model = WriteModel(engine, settings.cap_ledger_slots)
     write_model.ensure_cap(settings.btc_cap_satoshis)
     prices = BtcPriceClient(
-        str(settings.btc_price_url), settings.btc_price_timeout_seconds, settings.rate_max_age_seconds
+        str(settings.btc_price_url),
+        settings.btc_price_timeout_seconds,
+        settings.rate_max_age_seconds,
+        reuse_seconds=settings.rate_ttl_seconds,
     )
 
     @asynccontextmanager

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from btc_orders import logs
 from btc_orders.adapters.btc_price_client import BtcPriceClient
 from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.errors import IdempotenceKeyConflict, IdempotenceKeyReused
+from btc_orders.domain.errors import BtcCapExceeded, IdempotenceKeyConflict, IdempotenceKeyReused, RateUnavailable
 from btc_orders.domain.orders import BuyOrder, OrderRequest
 from btc_orders.services.create_buy_order.schemas import BuyOrderRequest
 
@@ -25,12 +25,14 @@ def place_buy_order(
     """Store the order, or replay the one its key names. Returns `(order, created)`."""
     request = OrderRequest(body.currency, body.amount, _idempotence_key(body.idempotence_key, header_key))
 
-    # A replay is answered without asking for a rate (and so even while Coinbase is down).
-    existing = write_model.find_by_key(request.idempotence_key)
-    if existing is None:
+    try:
         rate = prices.rate(request.currency, request_id)  # before the transaction opens
         stored, created = write_model.place(request, rate, request_id)
-    else:
+    except (RateUnavailable, BtcCapExceeded):
+        # A replay is answered whatever the rate is now, or whether there is one.
+        existing = write_model.find_by_key(request.idempotence_key)
+        if existing is None:
+            raise
         stored, created = existing, False
 
     if not stored.matches(request):

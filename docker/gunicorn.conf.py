@@ -8,6 +8,8 @@ concurrent Coinbase calls live in the process, so more workers mean more upstrea
 """
 
 import os
+import tempfile
+from typing import Any
 
 _PORTS = {
     "btc_price": ("BTC_PRICE_PORT", 8779),
@@ -58,3 +60,14 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
 forwarded_allow_ips = "*"  # only the gateway and other cluster members can reach these ports
+
+# Prometheus multiprocess mode: every worker writes its figures under one folder, and
+# /metrics adds them up (btc_orders/metrics.py). Set before the workers start.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

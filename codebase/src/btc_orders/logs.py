@@ -43,6 +43,7 @@ def _record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
         "service": _service_name,
         "event": record.getMessage(),
         "logger": record.name,
+        "pid": record.process,
     }
     request_id = request_id_var.get()
     if request_id is not None:

@@ -112,12 +112,17 @@ class AmqpSettings(BaseServiceSettings):
         return value
 
 
+MetricsPort = Annotated[int, Field(ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off")]
+
+
 class ReadModelSyncSettings(AmqpSettings, ReadModelSettings):
+    metrics_port: MetricsPort = Field(default=9102, alias="READ_MODEL_SYNC_METRICS_PORT")
     sync_prefetch: Annotated[int, Field(ge=1, le=10000)] = Field(default=500, alias="SYNC_PREFETCH")
     sync_batch_wait_seconds: Seconds = Field(default=0.01, alias="SYNC_BATCH_WAIT_SECONDS")
 
 
 class OutboxRelaySettings(AmqpSettings, WriteModelSettings):
+    metrics_port: MetricsPort = Field(default=9101, alias="OUTBOX_RELAY_METRICS_PORT")
     outbox_batch_size: Annotated[int, Field(ge=1, le=10000)] = Field(default=500, alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_seconds: Seconds = Field(default=0.02, alias="OUTBOX_POLL_INTERVAL_SECONDS")
 

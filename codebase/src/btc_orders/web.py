@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from btc_orders import logs
+from btc_orders import logs, metrics
 from btc_orders.domain import errors, money
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,9 @@ class RequestContextMiddleware:
     Plain ASGI (not BaseHTTPMiddleware) so that it costs next to nothing.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,13 +137,18 @@ class RequestContextMiddleware:
                 )
                 await response(scope, receive, send_with_request_id)
         finally:
+            elapsed = time.perf_counter() - started
+            # the route's template (`/buy_orders/{order_id}`), never the raw path: bounded labels
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(self.service, route, scope["method"], str(status)).inc()
+            metrics.HTTP_DURATION.labels(self.service, route, scope["method"]).observe(elapsed)
             logs.event(
                 log,
                 "http_request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                duration_ms=round(elapsed * 1000, 3),
             )
             logs.request_id_var.reset(token)
 
@@ -168,7 +174,7 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app with the shared middleware, error handlers and health probes."""
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, service=title)
     app.add_exception_handler(errors.DomainError, _domain_error_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
 
@@ -186,6 +192,11 @@ def create_app(
         checks = await readiness()
         ready = all(checks.values())
         return json_response({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_endpoint() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     return app
 

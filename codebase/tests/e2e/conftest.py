@@ -54,6 +54,8 @@ class Suite:
             RATE_MAX_AGE_SECONDS="30",
             COINBASE_TIMEOUT_SECONDS="1",
             OUTBOX_POLL_INTERVAL_SECONDS="0.02",
+            OUTBOX_RELAY_METRICS_PORT="0",  # several relays and workers run side by side
+            READ_MODEL_SYNC_METRICS_PORT="0",
         )
 
     def start(self, name: str, wait: bool = True, **overrides: str) -> ServiceProcess:

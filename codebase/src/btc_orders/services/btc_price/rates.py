@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from btc_orders import logs
+from btc_orders import logs, metrics
 from btc_orders.adapters.coinbase import RateFetchFailed
 from btc_orders.domain.errors import RateUnavailable
 from btc_orders.domain.orders import Currency
@@ -58,7 +58,9 @@ class RateCache:
         now = self._clock()
         cached = self._quotes.get(currency)
         if cached and now - cached.fetched_monotonic < self.ttl_seconds:
+            metrics.RATE_CACHE_HITS.labels(currency.value).inc()
             return cached
+        metrics.RATE_CACHE_MISSES.labels(currency.value).inc()
         failure = self._failures.get(currency)
         if failure and now - failure.at_monotonic < self.ttl_seconds:
             return self._fallback(currency, failure.reason)
@@ -77,6 +79,7 @@ class RateCache:
         try:
             rate = await self._fetch(currency)
         except RateFetchFailed as error:
+            metrics.RATE_UPSTREAM_FAILURES.labels(currency.value).inc()
             self._failures[currency] = _Failure(str(error), self._clock())
             logs.event(log, "rate_fetch_failed", logging.WARNING, currency=currency.value, reason=str(error))
             raise

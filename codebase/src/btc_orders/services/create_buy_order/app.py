@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Header
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from btc_orders import logs, web
+from btc_orders import logs, metrics, web
 from btc_orders.adapters import db
 from btc_orders.adapters.btc_price_client import BtcPriceClient
 from btc_orders.adapters.write_model import WriteModel
@@ -28,6 +28,7 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
         refuse_to_start(str(error))
     write_model = WriteModel(engine, settings.cap_ledger_slots)
     write_model.ensure_cap(settings.btc_cap_satoshis)
+    metrics.register(metrics.CapCollector(write_model.cap_status))
     prices = BtcPriceClient(
         str(settings.btc_price_url),
         settings.btc_price_timeout_seconds,

@@ -5,10 +5,16 @@ import uuid
 
 from fastapi.exceptions import RequestValidationError
 
-from btc_orders import logs
+from btc_orders import logs, metrics
 from btc_orders.adapters.btc_price_client import BtcPriceClient
 from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.errors import BtcCapExceeded, IdempotenceKeyConflict, IdempotenceKeyReused, RateUnavailable
+from btc_orders.domain.errors import (
+    BtcCapExceeded,
+    DomainError,
+    IdempotenceKeyConflict,
+    IdempotenceKeyReused,
+    RateUnavailable,
+)
 from btc_orders.domain.orders import BuyOrder, OrderRequest
 from btc_orders.services.create_buy_order.schemas import BuyOrderRequest
 
@@ -23,6 +29,25 @@ def place_buy_order(
     request_id: str | None,
 ) -> tuple[BuyOrder, bool]:
     """Store the order, or replay the one its key names. Returns `(order, created)`."""
+    try:
+        stored, created = _place(body, header_key, prices, write_model, request_id)
+    except DomainError as error:
+        metrics.ORDERS_REJECTED.labels(error.code).inc()
+        raise
+    if created:
+        metrics.ORDERS_CREATED.labels(stored.currency.value).inc()
+    else:
+        metrics.ORDERS_REPLAYED.inc()
+    return stored, created
+
+
+def _place(
+    body: BuyOrderRequest,
+    header_key: uuid.UUID | None,
+    prices: BtcPriceClient,
+    write_model: WriteModel,
+    request_id: str | None,
+) -> tuple[BuyOrder, bool]:
     request = OrderRequest(body.currency, body.amount, _idempotence_key(body.idempotence_key, header_key))
 
     try:

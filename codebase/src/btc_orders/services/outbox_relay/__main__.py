@@ -1,6 +1,6 @@
 """`python -m btc_orders.services.outbox_relay`: run the relay until SIGTERM."""
 
-from btc_orders import logs
+from btc_orders import logs, metrics
 from btc_orders.adapters import db
 from btc_orders.services import configured, refuse_to_start
 from btc_orders.services.outbox_relay.relay import Relay, log
@@ -16,6 +16,7 @@ def main() -> None:
     except db.SchemaNotReady as error:
         refuse_to_start(str(error))
     stop = StopFlag()
+    metrics.serve(settings.metrics_port)
     logs.event(log, "relay_started", batch_size=settings.outbox_batch_size)
     Relay(engine, settings.amqp_url, settings.outbox_batch_size, settings.outbox_poll_interval_seconds).run(stop)
     logs.event(log, "relay_stopped")

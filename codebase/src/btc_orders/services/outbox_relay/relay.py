@@ -14,6 +14,7 @@ serialise every order.
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy import Connection, Engine, Row, text
 from sqlalchemy.exc import DBAPIError
 
-from btc_orders import logs
+from btc_orders import logs, metrics
 from btc_orders.adapters import rabbitmq
 from btc_orders.services.worker import Backoff, StopFlag
 
@@ -40,6 +41,16 @@ _LOCK_UNSENT = text(
     """
 )
 _MARK_SENT = text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)")
+_BACKLOG = text(
+    """
+    SELECT count(*) AS backlog,
+           coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_age,
+           (SELECT coalesce(max(sequence), 0) FROM buy_order) AS max_sequence
+    FROM outbox
+    WHERE sent_at IS NULL
+    """
+)
+GAUGE_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -53,11 +64,13 @@ class Relay:
     def __post_init__(self) -> None:
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._gauges_read_at = 0.0
 
     def run(self, stop: StopFlag) -> None:
         backoff = Backoff()
         while not stop:
             try:
+                self._read_gauges()
                 published = self.relay_once()
                 backoff.reset()
                 if published < self.batch_size:
@@ -79,7 +92,20 @@ class Relay:
             for row in rows:
                 self._publish(channel, row)
             self._mark_sent(connection, [row.id for row in rows])
+        metrics.EVENTS_CONFIRMED.inc(len(rows))
         return len(rows)
+
+    def _read_gauges(self) -> None:
+        """Outbox backlog, its oldest row's age and the write model's last sequence, once a second."""
+        now = time.monotonic()
+        if now - self._gauges_read_at < GAUGE_INTERVAL_SECONDS:
+            return
+        self._gauges_read_at = now
+        with self.engine.connect() as connection:
+            row = connection.execute(_BACKLOG).one()
+        metrics.OUTBOX_BACKLOG.set(row.backlog)
+        metrics.OUTBOX_OLDEST_AGE.set(row.oldest_age)
+        metrics.WRITE_MODEL_MAX_SEQUENCE.set(row.max_sequence)
 
     def _publish(self, channel: BlockingChannel, row: Row[Any]) -> None:
         request_id = row.request_id
@@ -100,6 +126,7 @@ class Relay:
                 ),
                 mandatory=True,
             )
+            metrics.EVENTS_PUBLISHED.inc()
             logs.event(log, "event_published", event_id=str(row.event_id), outbox_id=row.id)
         finally:
             logs.request_id_var.reset(token)

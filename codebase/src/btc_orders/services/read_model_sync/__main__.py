@@ -1,6 +1,6 @@
 """`python -m btc_orders.services.read_model_sync`: project events until SIGTERM."""
 
-from btc_orders import logs
+from btc_orders import logs, metrics
 from btc_orders.adapters import db
 from btc_orders.services import configured, refuse_to_start
 from btc_orders.services.read_model_sync.projector import Projector, log
@@ -16,6 +16,7 @@ def main() -> None:
     except db.SchemaNotReady as error:
         refuse_to_start(str(error))
     stop = StopFlag()
+    metrics.serve(settings.metrics_port)
     logs.event(log, "sync_started", prefetch=settings.sync_prefetch)
     Projector(engine, settings.amqp_url, settings.sync_prefetch, settings.sync_batch_wait_seconds).run(stop)
     logs.event(log, "sync_stopped")

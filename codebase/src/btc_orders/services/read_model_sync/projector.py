@@ -10,6 +10,7 @@ While the read model is down, the batch is retried with backoff and nothing is
 acked, so nothing is lost.
 """
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,16 +19,18 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from btc_orders import logs
+from btc_orders import logs, metrics
 from btc_orders.adapters import rabbitmq
 from btc_orders.adapters.read_model import apply_created_events
 from btc_orders.events import BuyOrderCreated, InvalidEvent, parse_created_event
 from btc_orders.services.worker import Backoff, StopFlag
 
 log = logging.getLogger(__name__)
+
+_HIGHEST_SEQUENCE = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
 
 
 @dataclass
@@ -45,9 +48,13 @@ class Projector:
     batch_wait_seconds: float = 0.01
     name: str = "read_model_sync"
     _batch: list[_Pending] = field(default_factory=list)
+    _highest_sequence: int = 0
 
     def run(self, stop: StopFlag) -> None:
         backoff = Backoff()
+        with contextlib.suppress(DBAPIError), self.engine.connect() as connection:
+            self._highest_sequence = connection.execute(_HIGHEST_SEQUENCE).scalar_one()
+            metrics.READ_MODEL_MAX_SEQUENCE.set(self._highest_sequence)
         while not stop:
             try:
                 self._consume(stop, backoff)
@@ -96,7 +103,10 @@ class Projector:
                 body_prefix=body[:200].decode("utf-8", "replace"),
             )
             channel.basic_nack(method.delivery_tag, requeue=False)
+            metrics.EVENTS_DEAD_LETTERED.inc()
             return
+        if method.redelivered:
+            metrics.EVENTS_REDELIVERED.inc()
         self._batch.append(_Pending(method.delivery_tag, event, bool(method.redelivered)))
 
     def _flush(self, channel: BlockingChannel, connection: pika.BlockingConnection, stop: StopFlag) -> None:
@@ -118,6 +128,7 @@ class Projector:
                 self._apply_one_by_one(channel)
                 return
         channel.basic_ack(self._batch[-1].delivery_tag, multiple=True)
+        self._applied(self._batch)
         for pending in self._batch:
             token = logs.request_id_var.set(pending.event.request_id)
             logs.event(
@@ -151,9 +162,16 @@ class Projector:
                     event_id=str(pending.event.event_id),
                 )
                 channel.basic_nack(pending.delivery_tag, requeue=False)
+                metrics.EVENTS_DEAD_LETTERED.inc()
                 continue
             channel.basic_ack(pending.delivery_tag)
+            self._applied([pending])
         self._batch.clear()
+
+    def _applied(self, batch: list[_Pending]) -> None:
+        metrics.EVENTS_APPLIED.inc(len(batch))
+        self._highest_sequence = max(self._highest_sequence, *(p.event.order.sequence for p in batch))
+        metrics.READ_MODEL_MAX_SEQUENCE.set(self._highest_sequence)
 
 
 def _row(event: BuyOrderCreated) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""Metrics that move when orders are made, and one request id followed through every process."""
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import Suite
+from tests.support.services import ServiceProcess, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """The sum of `name` over the samples whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
+
+
+def start_gunicorn(suite: Suite, service: str, port_variable: str, workers: int) -> ServiceProcess:
+    port = free_port()
+    env = {
+        **suite.env,
+        port_variable: str(port),
+        "BTC_ORDERS_SERVICE": service,
+        "WEB_CONCURRENCY": str(workers),
+        "BTC_PRICE_URL": suite.service("btc_price").url,
+    }
+    log = suite.directory / f"gunicorn-{service}.log"
+    process = ServiceProcess(service, env, log, port)
+    process.process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(REPO / "docker" / "gunicorn.conf.py")],
+        env=env,
+        cwd=suite.directory,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    suite.processes.append(process)
+    process.wait_healthy(30)
+    return process
+
+
+def test_metrics_add_up_across_gunicorn_workers_and_move_with_orders(suite: Suite) -> None:
+    suite.start("btc_price")
+    create = start_gunicorn(suite, "create_buy_order", "CREATE_BUY_ORDER_PORT", workers=2)
+    relay_port, sync_port = free_port(), free_port()
+    suite.start("outbox_relay", wait=False, OUTBOX_RELAY_METRICS_PORT=str(relay_port))
+    suite.start("read_model_sync", wait=False, READ_MODEL_SYNC_METRICS_PORT=str(sync_port))
+    relay, sync = f"http://127.0.0.1:{relay_port}", f"http://127.0.0.1:{sync_port}"
+    wait_until(lambda: _answers(relay) and _answers(sync), 20, 0.1, "the workers' metrics ports")
+
+    before = scrape(create.url)
+    with httpx.Client() as client:  # many connections, so both gunicorn workers answer some
+        for _ in range(40):
+            body = {"currency": "GBP", "amount": "10.00", "idempotence_key": str(uuid.uuid4())}
+            with httpx.Client() as fresh:
+                assert fresh.put(f"{create.url}/buy_order", json=body).status_code == 201
+        over = client.put(
+            f"{create.url}/buy_order",
+            json={"currency": "GBP", "amount": "999999999.00", "idempotence_key": str(uuid.uuid4())},
+        )
+        assert over.status_code == 409
+    after = scrape(create.url)
+    created_by = _pids(create, "order_created")
+    assert len(created_by) == 2, "both gunicorn workers should have stored orders"
+
+    assert (
+        value(after, "buy_orders_created_total", currency="GBP")
+        - value(before, "buy_orders_created_total", currency="GBP")
+        == 40
+    )
+    assert value(after, "buy_orders_rejected_total", code="btc_cap_exceeded") == 1
+    requests = value(after, "http_requests_total", route="/buy_order", method="PUT", status="201")
+    assert requests - value(before, "http_requests_total", route="/buy_order", method="PUT", status="201") == 40
+    assert value(after, "http_request_duration_seconds_count", route="/buy_order") >= 41
+    assert value(after, "btc_cap_btc") == 100
+    assert 99.99 < value(after, "btc_cap_remaining_btc") < 100  # 40 x ~0.000127 BTC used
+
+    price = scrape(suite.service("btc_price").url)
+    assert value(price, "rate_cache_misses_total", currency="GBP") >= 1
+    assert value(price, "rate_upstream_failures_total") == 0
+
+    def projected() -> bool:
+        relay_samples, sync_samples = scrape(relay), scrape(sync)
+        return (
+            value(relay_samples, "events_confirmed_total") == 40
+            and value(sync_samples, "events_applied_total") == 40
+            and value(relay_samples, "write_model_max_sequence") == value(sync_samples, "read_model_max_sequence")
+        )
+
+    wait_until(projected, 20, 0.2, "every event published, confirmed and applied")
+    wait_until(lambda: value(scrape(relay), "outbox_backlog") == 0, 5, 0.2, "an empty outbox backlog")
+
+
+def _pids(process: ServiceProcess, event: str) -> set[int]:
+    lines = [json.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
+    return {line["pid"] for line in lines if line.get("event") == event}
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/metrics", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_one_request_id_is_on_the_log_lines_of_every_process_that_handled_the_order(suite: Suite) -> None:
+    suite.start("btc_price")
+    create = suite.start("create_buy_order")
+    suite.start("outbox_relay", wait=False)
+    sync = suite.start("read_model_sync", wait=False)
+    request_id = f"follow-me-{uuid.uuid4().hex[:8]}"
+    body = {"currency": "EUR", "amount": "3.00", "idempotence_key": str(uuid.uuid4())}
+    response = httpx.put(f"{create.url}/buy_order", json=body, headers={"X-Request-ID": request_id})
+    assert response.status_code == 201
+    order_id = response.json()["id"]
+    wait_until(lambda: order_id in sync.logs(), 20, 0.1, "the worker to apply the order")
+
+    def events(process: ServiceProcess) -> set[str]:
+        lines = [json.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
+        return {line["event"] for line in lines if line.get("request_id") == request_id}
+
+    assert {"order_created", "http_request"} <= events(create)
+    assert "http_request" in events(suite.service("btc_price"))
+    assert "event_published" in events(suite.service("outbox_relay"))
+    assert "event_applied" in events(sync)

@@ -8,8 +8,8 @@ concurrent Coinbase calls live in the process, so more workers mean more upstrea
 """
 
 import os
-import tempfile
-from typing import Any
+import tempfile as _tempfile
+from typing import Any as _Any
 
 _PORTS = {
     "btc_price": ("BTC_PRICE_PORT", 8779),
@@ -64,10 +64,10 @@ forwarded_allow_ips = "*"  # only the gateway and other cluster members can reac
 # Prometheus multiprocess mode: every worker writes its figures under one folder, and
 # /metrics adds them up (btc_orders/metrics.py). Set before the workers start.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _tempfile.mkdtemp(prefix="prometheus-")
 
 
-def child_exit(_server: Any, worker: Any) -> None:
+def child_exit(_server: _Any, worker: _Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)

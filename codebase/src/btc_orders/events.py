@@ -7,10 +7,11 @@ as the exact decimal strings of the API.
 
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from btc_orders.domain import money
 from btc_orders.domain.orders import BuyOrder, Currency
@@ -33,12 +34,15 @@ def created_event(order: BuyOrder, event_id: uuid.UUID, request_id: str | None) 
     return orjson.dumps(body).decode()
 
 
-def _plain_decimal(text: str) -> str:
+def _positive(text: str) -> str:
     money.parse_rate(text)  # positive, plain notation; raises MoneyError (a ValueError)
     return text
 
 
-DecimalText = Annotated[str, AfterValidator(_plain_decimal)]
+DecimalText = Annotated[
+    str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=64), AfterValidator(_positive)
+]
+SCHEMA_PATH = Path(__file__).parent / "contracts" / "buy_order.created.v1.schema.json"
 
 
 class OrderPayload(BaseModel):
@@ -55,7 +59,10 @@ class OrderPayload(BaseModel):
 
 
 class BuyOrderCreated(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """`buy_order.created` v1. Its JSON Schema is `contracts/buy_order.created.v1.schema.json`
+    (generated from this model: `python -m btc_orders.events > that file`; a test keeps them equal)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="buy_order.created v1")
 
     event_id: uuid.UUID
     type: Literal["buy_order.created"]
@@ -83,3 +90,14 @@ def _summary(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
     return f"{where}: {first['msg']} ({error.error_count()} problem(s))"
+
+
+def json_schema() -> dict[str, Any]:
+    schema = BuyOrderCreated.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "urn:btc-orders:event:buy_order.created:v1"
+    return schema
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())

@@ -58,14 +58,17 @@ READ_MODEL_MAX_SEQUENCE = Gauge(
 class CapCollector(Collector):
     """`btc_cap_btc` and `btc_cap_remaining_btc`, read from the ledger at scrape time."""
 
-    def __init__(self, read: Callable[[], tuple[Decimal, Decimal]]) -> None:
+    def __init__(self, read: Callable[[], tuple[Decimal, Decimal] | None]) -> None:
         self._read = read
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         try:
-            cap, remaining = self._read()
+            status = self._read()
         except Exception:  # a scrape during an outage reports nothing rather than failing
             return
+        if status is None:
+            return
+        cap, remaining = status
         # Prometheus values are floats: fine for a dashboard, never used for money.
         yield GaugeMetricFamily("btc_cap_btc", "The configured BTC cap", value=float(cap))
         yield GaugeMetricFamily("btc_cap_remaining_btc", "BTC still available under the cap", value=float(remaining))

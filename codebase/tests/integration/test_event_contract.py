@@ -104,7 +104,7 @@ def test_what_the_relay_publishes_conforms_to_the_schema(write_engine: Engine, a
         write_model.place(request, Decimal("97012.340"), f"req-{index}")
     relay = Relay(write_engine, amqp_url)
     assert relay.relay_once() == 3
-    relay._close()
+    relay.close()
 
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()

@@ -81,7 +81,8 @@ class WriteModel:
         if self.cap_satoshis is not None and satoshis > self.cap_satoshis:
             # More than the whole cap: refused without a transaction (and without
             # asking the database to store a number wider than its column).
-            raise BtcCapExceeded(requested=bitcoin_amount, available=self.cap_status()[1])
+            status = self.cap_status()
+            raise BtcCapExceeded(requested=bitcoin_amount, available=status[1] if status else Decimal(0))
         with unavailable_on_outage("write-model"):
             try:
                 return self._place_once(request, exchange_rate, satoshis, request_id, take=self._take_from_one_slot)
@@ -181,11 +182,13 @@ class WriteModel:
             connection.execute(text("UPDATE cap_ledger SET cap_satoshis = :cap"), {"cap": cap_satoshis})
         self.cap_satoshis = cap_satoshis
 
-    def cap_status(self) -> tuple[Decimal, Decimal]:
-        """(cap, still available) in BTC, as the ledger holds them now."""
+    def cap_status(self) -> tuple[Decimal, Decimal] | None:
+        """(cap, still available) in BTC as the ledger holds them now; None before `ensure_cap` ever ran."""
         with unavailable_on_outage("write-model"), self.engine.connect() as connection:
-            cap_satoshis = connection.execute(text("SELECT cap_satoshis FROM cap_ledger")).scalar_one()
+            cap_satoshis = connection.execute(text("SELECT cap_satoshis FROM cap_ledger")).scalar_one_or_none()
             left = connection.execute(text("SELECT coalesce(sum(remaining_satoshis), 0) FROM cap_slot")).scalar_one()
+        if cap_satoshis is None:
+            return None
         return money.satoshis_to_btc(cap_satoshis), money.satoshis_to_btc(int(left))
 
 

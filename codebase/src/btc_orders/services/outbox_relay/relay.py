@@ -78,9 +78,9 @@ class Relay:
             except (pika.exceptions.AMQPError, DBAPIError, OSError) as error:
                 delay = backoff.delay()
                 logs.event(log, "relay_retrying", logging.WARNING, reason=_reason(error), retry_in_seconds=delay)
-                self._close()
+                self.close()
                 stop.wait(delay)
-        self._close()
+        self.close()
 
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were published."""
@@ -136,7 +136,7 @@ class Relay:
 
     def _ensure_channel(self) -> BlockingChannel:
         if self._channel is None or not self._channel.is_open:
-            self._close()
+            self.close()
             self._connection = rabbitmq.connect(self.amqp_url, self.name)
             channel = self._connection.channel()
             rabbitmq.declare_topology(channel)
@@ -152,7 +152,7 @@ class Relay:
         else:
             stop.wait(self.poll_interval_seconds)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):

@@ -1,0 +1,254 @@
+"""`python -m btc_orders.admin`: day-two operations on the suite.
+
+Exit codes scripts can trust: 0 all is well, 1 a problem was found (and not
+repaired), 2 a usage or configuration error, 3 a backing service unreachable.
+"""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import orjson
+import pika
+import pika.exceptions
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from tqdm import tqdm
+
+from btc_orders import logs, settings
+from btc_orders.adapters import db, rabbitmq
+from btc_orders.adapters.write_model import WriteModel
+from btc_orders.admin.reconcile import Report, reconcile
+from btc_orders.services.outbox_relay.relay import Relay
+
+OK, PROBLEM, USAGE, UNREACHABLE = 0, 1, 2, 3
+
+
+class AdminSettings(settings.MigrationSettings, settings.AmqpSettings):
+    """The write model, the read model and the broker."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    config = settings.load(AdminSettings)
+    logs.configure("admin", "WARNING", None)  # the CLI talks to people on stdout; only problems are logged
+    command: Callable[[AdminSettings, argparse.Namespace], int] = arguments.command
+    try:
+        return command(config, arguments)
+    except (DBAPIError, pika.exceptions.AMQPError, OSError) as error:
+        print(f"a backing service is unreachable: {type(error).__name__}: {_first_line(error)}", file=sys.stderr)
+        return UNREACHABLE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m btc_orders.admin",
+        description="Day-two operations on the BTC buy-order suite. Settings come from the environment "
+        "(WRITE_MODEL_DB_URL, READ_MODEL_DB_URL, AMQP_URL), then .env.",
+        epilog="exit codes: 0 all is well, 1 a problem was found, 2 usage or configuration error, "
+        "3 a backing service is unreachable",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    status = commands.add_parser("status", help="cap used and left, outbox backlog, queue depths, read-model lag")
+    status.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    status.set_defaults(command=status_command)
+
+    check = commands.add_parser("reconcile", help="compare the read model with the write model (and repair it)")
+    check.add_argument("--repair", action="store_true", help="make the read model equal the write model")
+    check.add_argument("--chunk", type=int, default=5000, help="sequences compared per round (default 5000)")
+    check.set_defaults(command=reconcile_command)
+
+    rebuild = commands.add_parser(
+        "rebuild-read-model", help="rewrite every read-model row from the write model (safe while the worker runs)"
+    )
+    rebuild.add_argument("--chunk", type=int, default=5000, help="orders per transaction (default 5000)")
+    rebuild.set_defaults(command=rebuild_command)
+
+    dead = commands.add_parser("replay-dead-letters", help="move dead letters back to the queue, or print them")
+    dead.add_argument("--print", action="store_true", dest="print_only", help="print them and leave them there")
+    dead.add_argument("--limit", type=int, default=None, help="at most this many messages")
+    dead.set_defaults(command=dead_letters_command)
+
+    outbox = commands.add_parser("outbox", help="list unsent outbox rows, or send them now")
+    outbox_commands = outbox.add_subparsers(required=True, metavar="ACTION")
+    listing = outbox_commands.add_parser("list", help="unsent rows, oldest first")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(command=outbox_list_command)
+    resend = outbox_commands.add_parser("resend", help="publish unsent rows now (or mark sent ones unsent again)")
+    resend.add_argument(
+        "--from-sequence",
+        type=int,
+        default=None,
+        help="mark the events of orders from this sequence on as unsent, so that they are published again",
+    )
+    resend.set_defaults(command=outbox_resend_command)
+    return parser
+
+
+def status_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
+    write_engine = db.create_engine(config.write_model_db_url, 1, "admin")
+    read_engine = db.create_engine(config.read_model_db_url, 1, "admin")
+    cap_status = WriteModel(write_engine).cap_status()
+    with write_engine.connect() as connection:
+        outbox = connection.execute(
+            text(
+                "SELECT count(*) AS backlog, min(created_at) AS oldest,"
+                " (SELECT coalesce(max(sequence), 0) FROM buy_order) AS max_sequence"
+                " FROM outbox WHERE sent_at IS NULL"
+            )
+        ).one()
+    with read_engine.connect() as connection:
+        read_max = connection.execute(text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")).scalar_one()
+    queue, dead = _queue_depths(config.amqp_url)
+    cap, remaining = cap_status or (None, None)  # no ledger until create_buy_order first started
+    report = {
+        "cap_btc": str(cap) if cap is not None else None,
+        "cap_used_btc": str(cap - remaining) if cap is not None and remaining is not None else None,
+        "cap_remaining_btc": str(remaining) if remaining is not None else None,
+        "outbox_backlog": outbox.backlog,
+        "outbox_oldest_unsent_age_seconds": (
+            round((datetime.now(UTC) - outbox.oldest).total_seconds(), 3) if outbox.oldest else 0
+        ),
+        "queue_depth": queue,
+        "dead_letter_depth": dead,
+        "write_model_max_sequence": outbox.max_sequence,
+        "read_model_max_sequence": read_max,
+        "read_model_lag": max(outbox.max_sequence - read_max, 0),
+    }
+    if arguments.json:
+        print(orjson.dumps(report).decode())
+    else:
+        width = max(map(len, report))
+        for key, value in report.items():
+            print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return OK
+
+
+def _queue_depths(amqp_url: str) -> tuple[int, int]:
+    connection = rabbitmq.connect(amqp_url, "admin")
+    try:
+        channel = connection.channel()
+        rabbitmq.declare_topology(channel)
+        depths = [channel.queue_declare(name, passive=True).method.message_count
+                  for name in (rabbitmq.QUEUE, rabbitmq.DEAD_LETTER_QUEUE)]
+        return depths[0], depths[1]
+    finally:
+        connection.close()
+
+
+def reconcile_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
+    report = _run_reconcile(config, arguments.chunk, repair=arguments.repair, force=False, label="reconcile")
+    for name in ("missing", "differing", "extra"):
+        sequences: list[int] = getattr(report, name)
+        if sequences:
+            shown = ", ".join(map(str, sequences[:20])) + (" …" if len(sequences) > 20 else "")
+            print(f"{name} in the read model: {len(sequences)} (sequences {shown})")
+    print(f"checked {report.checked} orders; {'repaired ' + str(report.repaired) if arguments.repair else ''}".strip())
+    if report.clean:
+        print("the read model equals the write model")
+        return OK
+    return OK if arguments.repair else PROBLEM
+
+
+def rebuild_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
+    report = _run_reconcile(config, arguments.chunk, repair=True, force=True, label="rebuild")
+    print(f"rebuilt {report.repaired} read-model rows from {report.checked} orders "
+          f"({len(report.missing)} were missing, {len(report.differing)} differed, {len(report.extra)} removed)")
+    return OK
+
+
+def _run_reconcile(config: AdminSettings, chunk: int, repair: bool, force: bool, label: str) -> Report:
+    if chunk < 1:
+        raise SystemExit("--chunk must be at least 1")
+    write_engine = db.create_engine(config.write_model_db_url, 1, "admin")
+    read_engine = db.create_engine(config.read_model_db_url, 1, "admin")
+    with write_engine.connect() as connection:
+        highest = connection.execute(text("SELECT coalesce(max(sequence), 0) FROM buy_order")).scalar_one()
+    with tqdm(total=highest, desc=label, unit="order", unit_scale=True, file=sys.stderr) as bar:
+        return reconcile(write_engine, read_engine, repair=repair, chunk=chunk, progress=bar.update, force=force)
+
+
+def dead_letters_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
+    connection = rabbitmq.connect(config.amqp_url, "admin")
+    try:
+        channel = connection.channel()
+        rabbitmq.declare_topology(channel)
+        waiting = channel.queue_declare(rabbitmq.DEAD_LETTER_QUEUE, passive=True).method.message_count
+        count = waiting if arguments.limit is None else min(waiting, arguments.limit)
+        if not arguments.print_only:
+            channel.confirm_delivery()
+        channel.basic_qos(prefetch_count=max(count, 1))
+        moved = 0
+        with tqdm(total=count, desc="dead letters", unit="msg", file=sys.stderr, disable=arguments.print_only) as bar:
+            for method, properties, body in channel.consume(rabbitmq.DEAD_LETTER_QUEUE, inactivity_timeout=2):
+                if method is None or moved >= count:
+                    break
+                if arguments.print_only:
+                    reason = (properties.headers or {}).get("x-first-death-reason", "?")
+                    print(orjson.dumps({"reason": reason, "message_id": properties.message_id,
+                                        "body": body.decode("utf-8", "replace")}).decode())
+                else:
+                    # Back to the main queue through the exchange; removed from the dead letters only
+                    # once the broker confirmed the copy.
+                    channel.basic_publish(rabbitmq.EXCHANGE, rabbitmq.ROUTING_KEY, body, properties, mandatory=True)
+                    channel.basic_ack(method.delivery_tag)
+                    bar.update()
+                moved += 1
+        channel.cancel()  # printed messages were never acked: they stay in the dead letters
+    finally:
+        connection.close()
+    print(f"{'printed' if arguments.print_only else 'moved back'} {moved} dead letter(s)", file=sys.stderr)
+    return OK
+
+
+def outbox_list_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
+    engine = db.create_engine(config.write_model_db_url, 1, "admin")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT id, event_id, order_sequence, request_id, created_at FROM outbox"
+                " WHERE sent_at IS NULL ORDER BY id LIMIT :limit"
+            ),
+            {"limit": arguments.limit},
+        ).all()
+    now = datetime.now(UTC)
+    for row in rows:
+        age = (now - row.created_at).total_seconds()
+        print(f"{row.id}\tsequence {row.order_sequence}\tevent {row.event_id}\tage {age:.1f} s\t"
+              f"request {row.request_id or '-'}")
+    print(f"{len(rows)} unsent row(s) shown", file=sys.stderr)
+    return OK
+
+
+def outbox_resend_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
+    engine = db.create_engine(config.write_model_db_url, 1, "admin")
+    if arguments.from_sequence is not None:
+        with engine.begin() as connection:
+            marked = connection.execute(
+                text("UPDATE outbox SET sent_at = NULL WHERE order_sequence >= :from AND sent_at IS NOT NULL"),
+                {"from": arguments.from_sequence},
+            ).rowcount
+        print(f"marked {marked} event(s) unsent; the relay publishes them again", file=sys.stderr)
+        return OK
+    with engine.connect() as connection:
+        backlog = connection.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL")).scalar_one()
+    relay = Relay(engine, config.amqp_url, name="admin")
+    sent = 0
+    with tqdm(total=backlog, desc="outbox", unit="event", file=sys.stderr) as bar:
+        while published := relay.relay_once():
+            sent += published
+            bar.update(published)
+    relay.close()
+    print(f"published {sent} event(s)", file=sys.stderr)
+    return OK
+
+
+def _first_line(error: BaseException) -> str:
+    text_ = str(getattr(error, "orig", None) or error).strip()
+    return text_.splitlines()[0] if text_ else type(error).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Compare the read model with the write model by sequence ranges, and repair it.
+
+Both databases are read in chunks of consecutive sequences (keyset, never
+OFFSET). A read row is right when every field equals the write model's, as the
+event would have carried it. Repairing writes the write model's version: safe
+while `read_model_sync` runs, since both write identical rows for a sequence.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg2.extras import execute_values
+from sqlalchemy import Engine, text
+
+_WRITE_CHUNK = text(
+    """
+    SELECT sequence, id, created_at, currency, amount::text AS amount, exchange_rate::text AS exchange_rate,
+           bitcoin_amount::text AS bitcoin_amount, idempotence_key
+    FROM buy_order
+    WHERE sequence > :after AND sequence <= :until
+    ORDER BY sequence
+    """
+)
+_READ_CHUNK = text(
+    """
+    SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
+    FROM buy_order_view
+    WHERE sequence > :after AND sequence <= :until
+    ORDER BY sequence
+    """
+)
+_UPSERT = """
+    INSERT INTO buy_order_view
+        (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, event_id)
+    VALUES %s
+    ON CONFLICT (sequence) DO UPDATE SET
+        id = EXCLUDED.id, created_at = EXCLUDED.created_at, currency = EXCLUDED.currency,
+        amount = EXCLUDED.amount, exchange_rate = EXCLUDED.exchange_rate,
+        bitcoin_amount = EXCLUDED.bitcoin_amount, idempotence_key = EXCLUDED.idempotence_key
+"""
+_DELETE = text("DELETE FROM buy_order_view WHERE sequence = ANY(:sequences)")
+_MAX_WRITE = text("SELECT coalesce(max(sequence), 0) FROM buy_order")
+_MAX_READ = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
+
+FIELDS = ("id", "created_at", "currency", "amount", "exchange_rate", "bitcoin_amount", "idempotence_key")
+
+
+@dataclass
+class Report:
+    checked: int = 0
+    missing: list[int] = field(default_factory=list)
+    differing: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+    repaired: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.differing or self.extra)
+
+
+def sequence_ranges(highest: int, chunk: int) -> Iterator[tuple[int, int]]:
+    """(after, until] ranges covering 1..highest."""
+    for after in range(0, highest, chunk):
+        yield after, min(after + chunk, highest)
+
+
+def reconcile(
+    write_engine: Engine,
+    read_engine: Engine,
+    repair: bool,
+    chunk: int = 5000,
+    progress: Callable[[int], None] = lambda _: None,
+    force: bool = False,
+) -> Report:
+    """Compare every sequence; with `repair`, make the read model equal the write model.
+
+    `force` rewrites every row whether it differs or not (a rebuild).
+    """
+    report = Report()
+    with write_engine.connect() as write, read_engine.connect() as read:
+        highest = max(write.execute(_MAX_WRITE).scalar_one(), read.execute(_MAX_READ).scalar_one())
+    for after, until in sequence_ranges(highest, chunk):
+        bounds = {"after": after, "until": until}
+        with write_engine.connect() as write:
+            expected = {row.sequence: row for row in write.execute(_WRITE_CHUNK, bounds)}
+        with read_engine.connect() as read:
+            actual = {row.sequence: row for row in read.execute(_READ_CHUNK, bounds)}
+        to_write = []
+        for sequence, row in expected.items():
+            found = actual.get(sequence)
+            if found is None:
+                report.missing.append(sequence)
+            elif any(getattr(found, name) != getattr(row, name) for name in FIELDS):
+                report.differing.append(sequence)
+            elif not force:
+                continue
+            to_write.append(row)
+        extra = sorted(set(actual) - set(expected))
+        report.extra.extend(extra)
+        report.checked += len(expected)
+        if repair and (to_write or extra):
+            _repair(read_engine, to_write, extra)
+            report.repaired += len(to_write) + len(extra)
+        progress(until - after)
+    return report
+
+
+def _repair(read_engine: Engine, rows: list[Any], extra: list[int]) -> None:
+    with read_engine.begin() as connection:
+        if rows:
+            cursor = connection.connection.cursor()
+            execute_values(
+                cursor,
+                _UPSERT,
+                [(*(getattr(row, name) for name in ("sequence", *FIELDS)), _event_id(row)) for row in rows],
+                page_size=1000,
+            )
+        if extra:
+            connection.execute(_DELETE, {"sequences": extra})
+
+
+def _event_id(row: Any) -> Any:
+    # Rows written by a repair carry the order id as their event id: there is no event.
+    return row.id

@@ -40,7 +40,7 @@ def _integer(name: str, default: int, low: int, high: int) -> int:
 
 wsgi_app = f"btc_orders.asgi:{_service}()"
 bind = [f"0.0.0.0:{_integer(_port_variable, _default_port, 1, 65535)}"]
-worker_class = "uvicorn.workers.UvicornWorker"
+worker_class = "uvicorn_worker.UvicornWorker"
 workers = 1 if _service in _SINGLE_PROCESS else _integer("WEB_CONCURRENCY", _DEFAULT_WORKERS, 1, 64)
 preload_app = False  # each worker builds its own app: DB pools and clients are never shared across fork
 proc_name = _service

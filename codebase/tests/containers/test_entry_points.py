@@ -52,8 +52,8 @@ def test_the_image_command_starts_an_existing_entry_point(name: str, monkeypatch
         module, _, factory = settings["wsgi_app"].partition(":")
         assert factory == f"{name}()"
         assert callable(getattr(importlib.import_module(module), name))
-        assert settings["worker_class"] == "uvicorn.workers.UvicornWorker"
-        importlib.import_module("uvicorn.workers")
+        assert settings["worker_class"] == "uvicorn_worker.UvicornWorker"
+        importlib.import_module("uvicorn_worker")
         _module_runs(f"btc_orders.services.{name}")  # the same service without gunicorn (./run.sh --local)
     else:
         _module_runs(command.split('"')[5])
@@ -121,7 +121,7 @@ def test_gunicorn_knows_and_accepts_every_setting(monkeypatch: pytest.MonkeyPatc
         config.set(name, value)
     assert config.workers == 3
     assert config.bind == ["0.0.0.0:8777"]
-    assert config.worker_class_str == "uvicorn.workers.UvicornWorker"
+    assert config.worker_class_str == "uvicorn_worker.UvicornWorker"
 
 
 class _Health(http.server.BaseHTTPRequestHandler):

@@ -131,8 +131,10 @@ def _queue_depths(amqp_url: str) -> tuple[int, int]:
     try:
         channel = connection.channel()
         rabbitmq.declare_topology(channel)
-        depths = [channel.queue_declare(name, passive=True).method.message_count
-                  for name in (rabbitmq.QUEUE, rabbitmq.DEAD_LETTER_QUEUE)]
+        depths = [
+            channel.queue_declare(name, passive=True).method.message_count
+            for name in (rabbitmq.QUEUE, rabbitmq.DEAD_LETTER_QUEUE)
+        ]
         return depths[0], depths[1]
     finally:
         connection.close()
@@ -154,8 +156,10 @@ def reconcile_command(config: AdminSettings, arguments: argparse.Namespace) -> i
 
 def rebuild_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
     report = _run_reconcile(config, arguments.chunk, repair=True, force=True, label="rebuild")
-    print(f"rebuilt {report.repaired} read-model rows from {report.checked} orders "
-          f"({len(report.missing)} were missing, {len(report.differing)} differed, {len(report.extra)} removed)")
+    print(
+        f"rebuilt {report.repaired} read-model rows from {report.checked} orders "
+        f"({len(report.missing)} were missing, {len(report.differing)} differed, {len(report.extra)} removed)"
+    )
     return OK
 
 
@@ -187,8 +191,15 @@ def dead_letters_command(config: AdminSettings, arguments: argparse.Namespace) -
                     break
                 if arguments.print_only:
                     reason = (properties.headers or {}).get("x-first-death-reason", "?")
-                    print(orjson.dumps({"reason": reason, "message_id": properties.message_id,
-                                        "body": body.decode("utf-8", "replace")}).decode())
+                    print(
+                        orjson.dumps(
+                            {
+                                "reason": reason,
+                                "message_id": properties.message_id,
+                                "body": body.decode("utf-8", "replace"),
+                            }
+                        ).decode()
+                    )
                 else:
                     # Back to the main queue through the exchange; removed from the dead letters only
                     # once the broker confirmed the copy.
@@ -216,8 +227,10 @@ def outbox_list_command(config: AdminSettings, arguments: argparse.Namespace) ->
     now = datetime.now(UTC)
     for row in rows:
         age = (now - row.created_at).total_seconds()
-        print(f"{row.id}\tsequence {row.order_sequence}\tevent {row.event_id}\tage {age:.1f} s\t"
-              f"request {row.request_id or '-'}")
+        print(
+            f"{row.id}\tsequence {row.order_sequence}\tevent {row.event_id}\tage {age:.1f} s\t"
+            f"request {row.request_id or '-'}"
+        )
     print(f"{len(rows)} unsent row(s) shown", file=sys.stderr)
     return OK
 

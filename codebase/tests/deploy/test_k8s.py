@@ -88,7 +88,7 @@ def container_of(workload: Object) -> Object:
 
 def named_port(container: Object, port: int | str) -> int:
     """A probe's or Service's port (a number or a container port's name) as a number."""
-    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    ports: dict[str, int] = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
     if isinstance(port, str):
         assert port in ports, f"{container['name']}: no container port named {port!r} ({ports})"
         return ports[port]

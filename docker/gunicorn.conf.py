@@ -67,6 +67,16 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _tempfile.mkdtemp(prefix="prometheus-")
 
 
+def on_starting(_server: _Any) -> None:
+    # A folder that outlived an earlier gunicorn (a container restarted in its pod) holds files
+    # of dead workers whose pids may come again: start from an empty one.
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.remove(os.path.join(folder, name))
+
+
 def child_exit(_server: _Any, worker: _Any) -> None:
     from prometheus_client import multiprocess
 

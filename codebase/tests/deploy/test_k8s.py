@@ -293,7 +293,8 @@ def test_workers_run_their_module_with_at_least_two_replicas(rendered: tuple[Obj
         assert deployment["spec"]["replicas"] >= 2, f"{name}: two at least, so one survives a drain"
         container = container_of(deployment)
         assert container["command"] == ["python", "-m", f"btc_orders.services.{service}"]
-        assert int(env_of(container)["METRICS_PORT"]) == METRICS_PORT
+        # each worker reads its own variable (they share a host under ./run.sh --local)
+        assert int(env_of(container)[f"{service.upper()}_METRICS_PORT"]) == METRICS_PORT
         assert named_port(container, "metrics") == METRICS_PORT
 
 

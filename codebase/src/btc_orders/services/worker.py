@@ -24,9 +24,13 @@ class StopFlag:
 
 
 class Backoff:
-    """Exponential backoff between retries: 0.2 s doubling up to 5 s, reset on success."""
+    """Exponential backoff between retries: 0.2 s doubling up to 2 s, reset on success.
 
-    def __init__(self, first: float = 0.2, ceiling: float = 5.0) -> None:
+    The ceiling is low on purpose: a reconnect attempt costs little, and a short ceiling
+    brings the event flow back within seconds of the end of an outage.
+    """
+
+    def __init__(self, first: float = 0.2, ceiling: float = 2.0) -> None:
         self.first = first
         self.ceiling = ceiling
         self.next = first

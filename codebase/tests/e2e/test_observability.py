@@ -104,6 +104,13 @@ def test_metrics_add_up_across_gunicorn_workers_and_move_with_orders(suite: Suit
     wait_until(projected, 20, 0.2, "every event published, confirmed and applied")
     wait_until(lambda: value(scrape(relay), "outbox_backlog") == 0, 5, 0.2, "an empty outbox backlog")
 
+    fetch = start_gunicorn(suite, "fetch_buy_orders", "FETCH_BUY_ORDERS_PORT", workers=2)
+    for _ in range(6):
+        with httpx.Client() as fresh:
+            assert fresh.get(f"{fetch.url}/buy_orders", params={"page_size": 5}).status_code == 200
+    pages = scrape(fetch.url)
+    assert value(pages, "http_requests_total", route="/buy_orders", method="GET", status="200") == 6
+
 
 def _pids(process: ServiceProcess, event: str) -> set[int]:
     lines = [json.loads(line) for line in process.logs().splitlines() if line.startswith("{")]

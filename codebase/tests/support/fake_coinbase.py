@@ -18,6 +18,15 @@ FAULTS = ("timeout", "error500", "rate_limited", "html", "missing_field", "wrong
 DEFAULT_RATES = {"EUR": "91234.56", "GBP": "78901.23", "USD": "97012.34"}
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client killed mid-request (the chaos runs kill btc_price) resets its connection:
+        # expected, not worth a traceback.
+        pass
+
+
 class FakeCoinbase:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.rates = dict(DEFAULT_RATES)
@@ -25,8 +34,7 @@ class FakeCoinbase:
         self.delay_seconds = 0.0
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

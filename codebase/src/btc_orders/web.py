@@ -15,6 +15,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from btc_orders import logs, metrics
@@ -23,6 +24,7 @@ from btc_orders.domain import errors, money
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
+_TOO_LARGE_MESSAGE = f"request bodies are limited to {MAX_BODY_BYTES} bytes"
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID_LENGTH = 128
 
@@ -103,9 +105,7 @@ class RequestContextMiddleware:
         try:
             declared = headers.get(b"content-length")
             if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-                response = error_response(
-                    413, "payload_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
-                )
+                response = error_response(413, "payload_too_large", _TOO_LARGE_MESSAGE)
                 response.headers[REQUEST_ID_HEADER] = request_id
                 status = 413
                 await response(scope, receive, send)
@@ -118,7 +118,7 @@ class RequestContextMiddleware:
                 message = await receive()
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge()
                 return message
 
             async def send_with_request_id(message: Message) -> None:
@@ -132,9 +132,7 @@ class RequestContextMiddleware:
                 await self.app(scope, limited_receive, send_with_request_id)
             except _BodyTooLarge:
                 status = 413
-                response = error_response(
-                    413, "payload_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
-                )
+                response = error_response(413, "payload_too_large", _TOO_LARGE_MESSAGE)
                 await response(scope, receive, send_with_request_id)
         finally:
             elapsed = time.perf_counter() - started
@@ -153,8 +151,16 @@ class RequestContextMiddleware:
             logs.request_id_var.reset(token)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from `receive` once a streamed (chunked) body passes the limit.
+
+    An HTTPException, because FastAPI turns any other exception raised while it
+    reads the body into a 400 of its own shape; this one it re-raises, and the
+    exception middleware answers it as the documented 413.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(413, {"code": "payload_too_large", "message": _TOO_LARGE_MESSAGE})
 
 
 def _valid_request_id(candidate: str) -> str:

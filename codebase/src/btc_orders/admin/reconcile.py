@@ -1,7 +1,7 @@
 """Compare the read model with the write model by sequence ranges, and repair it.
 
-Both databases are read in chunks of consecutive sequences (keyset, never
-OFFSET). A read row is right when every field equals the write model's, as the
+Both databases are read in chunks of consecutive sequences (keyset ranges,
+so every chunk costs the same). A read row is right when every field equals the write model's, as the
 event would have carried it. Repairing writes the write model's version: safe
 while `read_model_sync` runs, since both write identical rows for a sequence.
 """

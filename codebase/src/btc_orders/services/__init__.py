@@ -10,8 +10,10 @@ from typing import NoReturn, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from btc_orders import logs, settings
+from btc_orders.adapters import db
 
 SettingsT = TypeVar("SettingsT", bound=settings.BaseServiceSettings)
 
@@ -27,6 +29,16 @@ def refuse_to_start(reason: str) -> NoReturn:
     """Stop at start with one clear line (and a non-zero exit status)."""
     print(f"refusing to start: {reason}", file=sys.stderr, flush=True)
     raise SystemExit(3)
+
+
+def engine_at_schema(url: str, pool_size: int, service: str, database: str) -> Engine:
+    """A pooled engine for `database`, or stop at start if its schema is not the one this code needs."""
+    engine = db.create_engine(url, pool_size, service)
+    try:
+        db.check_schema(engine, database)
+    except db.SchemaNotReady as error:
+        refuse_to_start(str(error))
+    return engine
 
 
 def serve(service: str, settings_class: type[SettingsT], create_app: Callable[[SettingsT], FastAPI]) -> None:

@@ -13,7 +13,7 @@ from btc_orders import logs, metrics, web
 from btc_orders.adapters import db
 from btc_orders.adapters.btc_price_client import BtcPriceClient
 from btc_orders.adapters.write_model import WriteModel
-from btc_orders.services import refuse_to_start
+from btc_orders.services import engine_at_schema
 from btc_orders.services.create_buy_order.handler import place_buy_order
 from btc_orders.services.create_buy_order.schemas import BuyOrderRequest, BuyOrderResource, ExactJsonRoute
 from btc_orders.settings import CreateBuyOrderSettings
@@ -21,11 +21,7 @@ from btc_orders.web import ErrorBody
 
 
 def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
-    engine = db.create_engine(settings.write_model_db_url, settings.db_pool_size, "create_buy_order")
-    try:
-        db.check_schema(engine, "write_model")
-    except db.SchemaNotReady as error:
-        refuse_to_start(str(error))
+    engine = engine_at_schema(settings.write_model_db_url, settings.db_pool_size, "create_buy_order", "write_model")
     write_model = WriteModel(engine, settings.cap_ledger_slots)
     write_model.ensure_cap(settings.btc_cap_satoshis)
     metrics.register(metrics.CapCollector(write_model.cap_status))

@@ -76,8 +76,27 @@ class BuyOrderResource(BaseModel):
 class ExactJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), parse_float=money.JsonNumber, parse_constant=_no_constants)
+            body = await self.body()
+            try:
+                self._json = json.loads(
+                    body, parse_float=money.JsonNumber, parse_int=_exact_int, parse_constant=_no_constants
+                )
+            except json.JSONDecodeError:
+                raise
+            except (ValueError, RecursionError) as error:
+                # invalid UTF-8 (UnicodeDecodeError is a ValueError) or nesting too deep for the parser:
+                # a JSONDecodeError makes it FastAPI's 422, not a 400 in a shape of its own
+                raise json.JSONDecodeError(f"the body is not valid JSON: {type(error).__name__}", "", 0) from None
         return self._json
+
+
+# Python refuses to turn more than 4300 digits into an int; longer integers stay text and
+# fail validation in the field that holds them (an amount has at most 64 characters anyway).
+_MAX_INT_DIGITS = 64
+
+
+def _exact_int(text: str) -> int | str:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else money.JsonNumber(text)
 
 
 def _no_constants(name: str) -> Any:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from btc_orders import web
 from btc_orders.adapters import db
 from btc_orders.adapters.read_model import ReadModel
-from btc_orders.services import refuse_to_start
+from btc_orders.services import engine_at_schema
 from btc_orders.services.create_buy_order.schemas import BuyOrderResource
 from btc_orders.settings import FetchBuyOrdersSettings
 from btc_orders.web import ErrorBody
@@ -26,11 +26,7 @@ class BuyOrderPage(BaseModel):
 
 
 def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
-    engine = db.create_engine(settings.read_model_db_url, settings.db_pool_size, "fetch_buy_orders")
-    try:
-        db.check_schema(engine, "read_model")
-    except db.SchemaNotReady as error:
-        refuse_to_start(str(error))
+    engine = engine_at_schema(settings.read_model_db_url, settings.db_pool_size, "fetch_buy_orders", "read_model")
     read_model = ReadModel(engine)
 
     @asynccontextmanager

@@ -1,8 +1,7 @@
 """`python -m btc_orders.services.outbox_relay`: run the relay until SIGTERM."""
 
 from btc_orders import logs, metrics
-from btc_orders.adapters import db
-from btc_orders.services import configured, refuse_to_start
+from btc_orders.services import configured, engine_at_schema
 from btc_orders.services.outbox_relay.relay import Relay, log
 from btc_orders.services.worker import StopFlag
 from btc_orders.settings import OutboxRelaySettings
@@ -10,11 +9,7 @@ from btc_orders.settings import OutboxRelaySettings
 
 def main() -> None:
     settings = configured("outbox_relay", OutboxRelaySettings)
-    engine = db.create_engine(settings.write_model_db_url, 2, "outbox_relay")
-    try:
-        db.check_schema(engine, "write_model")
-    except db.SchemaNotReady as error:
-        refuse_to_start(str(error))
+    engine = engine_at_schema(settings.write_model_db_url, 2, "outbox_relay", "write_model")
     stop = StopFlag()
     metrics.serve(settings.metrics_port)
     logs.event(log, "relay_started", batch_size=settings.outbox_batch_size)

@@ -1,8 +1,7 @@
 """`python -m btc_orders.services.read_model_sync`: project events until SIGTERM."""
 
 from btc_orders import logs, metrics
-from btc_orders.adapters import db
-from btc_orders.services import configured, refuse_to_start
+from btc_orders.services import configured, engine_at_schema
 from btc_orders.services.read_model_sync.projector import Projector, log
 from btc_orders.services.worker import StopFlag
 from btc_orders.settings import ReadModelSyncSettings
@@ -10,11 +9,7 @@ from btc_orders.settings import ReadModelSyncSettings
 
 def main() -> None:
     settings = configured("read_model_sync", ReadModelSyncSettings)
-    engine = db.create_engine(settings.read_model_db_url, 2, "read_model_sync")
-    try:
-        db.check_schema(engine, "read_model")
-    except db.SchemaNotReady as error:
-        refuse_to_start(str(error))
+    engine = engine_at_schema(settings.read_model_db_url, 2, "read_model_sync", "read_model")
     stop = StopFlag()
     metrics.serve(settings.metrics_port)
     logs.event(log, "sync_started", prefetch=settings.sync_prefetch)

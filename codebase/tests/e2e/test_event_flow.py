@@ -232,6 +232,26 @@ def test_poison_messages_are_dead_lettered_while_good_events_flow(flow: tuple[Su
             }
         ).encode(),
     ]
+    # Valid by the schema, but the database refuses it: another sequence for an existing order id.
+    existing = next(iter(read_model_orders(suite)))
+    clash = {
+        "event_id": str(uuid.uuid4()),
+        "type": "buy_order.created",
+        "version": 1,
+        "occurred_at": "2026-01-01T00:00:00.000000Z",
+        "request_id": None,
+        "order": {
+            "id": existing,
+            "sequence": 10**9,
+            "created_at": "2026-01-01T00:00:00.000000Z",
+            "currency": "USD",
+            "amount": "1.00",
+            "exchange_rate": "97012.34",
+            "bitcoin_amount": "0.00001031",
+            "idempotence_key": str(uuid.uuid4()),
+        },
+    }
+    poison.append(json.dumps(clash).encode())
     connection = pika.BlockingConnection(pika.URLParameters(suite.amqp_url))
     channel = connection.channel()
     for body in poison:

@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -76,6 +77,20 @@ async def _domain_error_handler(_request: Request, error: Exception) -> Response
     if status_code >= 500:
         logs.event(log, "request_failed", logging.WARNING, code=error.code, reason=error.message)
     return error_response(status_code, error.code, error.message, retry_after, **extra)
+
+
+async def _http_error_handler(request: Request, error: Exception) -> Response:
+    """Starlette's own errors (unknown path 404, 405, the streamed 413) in the one error shape."""
+    assert isinstance(error, HTTPException)
+    if isinstance(error, _BodyTooLarge):
+        return error_response(413, "payload_too_large", _TOO_LARGE_MESSAGE)
+    try:
+        code = HTTPStatus(error.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        code = "http_error"
+    response = error_response(error.status_code, code, str(error.detail))
+    response.headers.update(error.headers or {})
+    return response
 
 
 async def _unexpected_error_handler(_request: Request, error: Exception) -> Response:
@@ -155,12 +170,12 @@ class _BodyTooLarge(HTTPException):
     """Raised from `receive` once a streamed (chunked) body passes the limit.
 
     An HTTPException, because FastAPI turns any other exception raised while it
-    reads the body into a 400 of its own shape; this one it re-raises, and the
-    exception middleware answers it as the documented 413.
+    reads the body into a 400 of its own shape; this one it re-raises, and
+    `_http_error_handler` answers it as the documented 413.
     """
 
     def __init__(self) -> None:
-        super().__init__(413, {"code": "payload_too_large", "message": _TOO_LARGE_MESSAGE})
+        super().__init__(413, _TOO_LARGE_MESSAGE)
 
 
 def _valid_request_id(candidate: str) -> str:
@@ -182,6 +197,7 @@ def create_app(
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.add_middleware(RequestContextMiddleware, service=title)
     app.add_exception_handler(errors.DomainError, _domain_error_handler)
+    app.add_exception_handler(HTTPException, _http_error_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")

@@ -62,6 +62,7 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
             200: {"model": BuyOrderResource, "description": "replay: the order this key already names"},
             400: {"model": ErrorBody, "description": "`Idempotency-Key` header and body key differ"},
             409: {"model": ErrorBody, "description": "`btc_cap_exceeded`, with `available_btc`"},
+            413: {"model": ErrorBody, "description": "`payload_too_large`: the body is over 16 KiB"},
             422: {"description": "invalid input, or `idempotence_key_reused` with another currency or amount"},
             503: {"model": ErrorBody, "description": "`rate_unavailable` or a database outage; nothing stored"},
         },

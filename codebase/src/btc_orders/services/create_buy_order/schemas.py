@@ -87,7 +87,27 @@ class ExactJsonRequest(Request):
                 # invalid UTF-8 (UnicodeDecodeError is a ValueError) or nesting too deep for the parser:
                 # a JSONDecodeError makes it FastAPI's 422, not a 400 in a shape of its own
                 raise json.JSONDecodeError(f"the body is not valid JSON: {type(error).__name__}", "", 0) from None
+            if _has_lone_surrogate(self._json):
+                # `"\ud800"` parses to a str no UTF-8 encoder accepts, not even the one writing the 422
+                raise json.JSONDecodeError("a string holds a lone UTF-16 surrogate, which is not a character", "", 0)
         return self._json
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 # Python refuses to turn more than 4300 digits into an int; longer integers stay text and

@@ -348,10 +348,25 @@ class OpenLoop:
     put_latency_ms: list[float] = field(default_factory=list)
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     late_starts: int = 0
+    connections: int = 0
     lag: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, lag ms)
     lag_unseen: int = 0
     polls: int = 0
     created_ids: list[str] = field(default_factory=list)
+
+
+def run_open_loop(*args: Any, **kwargs: Any) -> OpenLoop:
+    """The generator is Python: on a busy 2-core machine it must not queue behind the services it
+    measures, so it runs at a higher scheduling priority (nice -10, when allowed) while it runs."""
+    raised = False
+    with contextlib.suppress(PermissionError, OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+        raised = True
+    try:
+        return asyncio.run(open_loop(*args, **kwargs))
+    finally:
+        if raised:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
 
 
 async def open_loop(
@@ -414,6 +429,7 @@ async def open_loop(
     if tasks:
         await asyncio.wait(tasks, timeout=lag_timeout + 30)
     create.close()
+    result.connections = create.opened
     if fetch:
         fetch.close()
     return result
@@ -818,7 +834,7 @@ def main() -> int:
         wrk("warm-up", create.url or "", 8, 2, "put.lua", str(random.getrandbits(30)))
         latency_seconds = args.seconds * 2
         log(f"PUT latency: open loop at {half:.0f}/s for {latency_seconds:.0f}s")
-        results["latency"] = asyncio.run(open_loop(create.url or "", half, latency_seconds))
+        results["latency"] = run_open_loop(create.url or "", half, latency_seconds)
         log_open_loop("PUT latency", results["latency"])
 
         # 6. read_model_sync drain: fill the queue, then start the worker.
@@ -905,7 +921,7 @@ def main() -> int:
         first_seq = scalar(db_url(write_db), "SELECT coalesce(max(sequence), 0) FROM buy_order")
         lag_t0_wall = time.time()
         log(f"projection lag: open loop at {half:.0f}/s for {lag_seconds:.0f}s")
-        results["lag_run"] = asyncio.run(open_loop(create.url or "", half, lag_seconds, fetch_url=fetch.url))
+        results["lag_run"] = run_open_loop(create.url or "", half, lag_seconds, fetch_url=fetch.url)
         log_open_loop("lag run", results["lag_run"])
         time.sleep(2)
         created = execute(
@@ -943,6 +959,7 @@ def main() -> int:
                     f"GET page_size={size}", f"{fetch.url}/buy_orders?page_size={size}", c, args.seconds, "get.lua"
                 )
             results["get"][("healthz", c)] = wrk("GET /healthz", f"{fetch.url}/healthz", c, args.seconds, "get.lua")
+        results["read_profile"] = profile(fetch, f"{fetch.url}/buy_orders?page_size=100", "get.lua", 32, args)
         procs.stop(trivial)
         procs.stop(fetch)
         procs.stop(btc_price)
@@ -1018,19 +1035,25 @@ def coinbase_stats(stamps: list[tuple[float, str]], start: float, end: float) ->
 
 
 def profile_create(create: Proc, clients: int, args: argparse.Namespace) -> dict[str, Any]:
+    return profile(create, create.url or "", "put.lua", clients, args, str(random.getrandbits(30)))
+
+
+def profile(proc: Proc, url: str, script: str, clients: int, args: argparse.Namespace, *script_args: str) -> dict[str, Any]:
+    """py-spy on every worker (via the gunicorn master) during one wrk run, after a warm-up."""
     py_spy = Path(sys.executable).parent / "py-spy"
     if not py_spy.exists():
         return {"error": "py-spy not installed (pip install py-spy==0.4.3)"}
     seconds = max(5, args.seconds)
-    wrk("warm-up", create.url or "", 8, 3, "put.lua", str(random.getrandbits(30)))  # before the profile starts
-    raw = Path(tempfile.mkdtemp(prefix="bench_pyspy_")) / "create.txt"
+    wrk("warm-up", url, 8, 3, script, *script_args)  # before the profile starts
+    raw = Path(tempfile.mkdtemp(prefix="bench_pyspy_")) / "profile.txt"
     spy = subprocess.Popen(
-        [str(py_spy), "record", "--subprocesses", "-p", str(create.process.pid), "-d", str(int(seconds) + 2),
+        [str(py_spy), "record", "--subprocesses", "-p", str(proc.process.pid), "-d", str(int(seconds) + 2),
          "-r", "200", "--format", "raw", "-o", str(raw), "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     time.sleep(1)
-    run = wrk(f"PUT {len(create.worker_pids())}w under py-spy", create.url or "", clients, seconds, "put.lua", str(random.getrandbits(30)))
+    label = f"{proc.name} {len(proc.worker_pids())}w under py-spy"
+    run = wrk(label, url, clients, seconds, script, *script_args)
     try:
         spy.wait(timeout=60)
     except subprocess.TimeoutExpired:
@@ -1038,7 +1061,8 @@ def profile_create(create: Proc, clients: int, args: argparse.Namespace) -> dict
     if not raw.exists():
         return {"error": f"py-spy wrote nothing: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}"}
     own, inclusive, samples = profile_summary(raw)
-    return {"own": own, "inclusive": inclusive, "samples": samples, "rate": run.ok_rate, "clients": clients, "raw": str(raw)}
+    shutil.rmtree(raw.parent, ignore_errors=True)
+    return {"own": own, "inclusive": inclusive, "samples": samples, "rate": run.ok_rate, "clients": clients}
 
 
 # ---------------------------------------------------------------------------
@@ -1205,7 +1229,8 @@ def report(r: dict[str, Any], info: dict[str, str], args: argparse.Namespace, na
     lr = r["latency"]
     w(
         f"{lr.rate:.0f} requests/s for {lr.seconds:.0f}s, statuses {dict(lr.statuses)}, {lr.late_starts} requests started "
-        "more than 5 ms late by the generator itself. The second PUT row is the lag run below (relay, worker and "
+        f"more than 5 ms late by the generator itself (it runs at nice -10), {lr.connections} connections opened (one per "
+        "request in flight: a stalled server makes the generator open more, as real clients would). The second PUT row is the lag run below (relay, worker and "
         "fetch_buy_orders sharing the cores)."
     )
     w("")
@@ -1279,39 +1304,47 @@ def report(r: dict[str, Any], info: dict[str, str], args: argparse.Namespace, na
         "a rate for the TTL, so Coinbase sees at most one call per currency per TTL whatever the load."
     )
     w("")
-    w("### 7. Where the time goes: the create path under py-spy")
+    w("### 7. Where the time goes: py-spy")
     w("")
-    prof = r["profile"]
-    if "error" in prof:
-        w(f"No profile: {prof['error']}")
-    else:
-        w(
-            f"`py-spy record --subprocesses -r 200` on the gunicorn master of `create_buy_order` during a {prof['clients']}-client "
-            f"wrk run ({prof['rate']:,.0f} orders/s under the profiler), {prof['samples']:,} samples of active (non-idle) "
-            "Python threads across the workers. Own time: the frame on top of the stack."
-        )
-        w("")
-        w("| own share | frame |")
-        w("|---:|---|")
-        for name, share in prof["own"]:
-            w(f"| {share:.1f}% | `{name}` |")
-        w("")
-        w("Inclusive share of selected frames (the frame or anything it calls):")
-        w("")
-        w("| inclusive share | frame |")
-        w("|---:|---|")
-        interesting = re.compile(
-            r"place|_place_once|_take_from|rate \(|execute|commit|begin|connect|do_execute|json|jsonable|serialize|"
-            r"validate|run_in_threadpool|run_sync|created_event|logs|event \(|metrics|inc \(|uuid4|middleware|__call__ \(fastapi|"
-            r"request_response|get_request_handler|solve_dependencies|send|receive|_fetch|cursor|Decimal|bitcoin_satoshis"
-        )
-        shown = 0
-        for name, share in prof["inclusive"]:
-            if interesting.search(name) and shown < 25:
-                w(f"| {share:.1f}% | `{name}` |")
-                shown += 1
-    w("")
+    profile_tables(w, "the create path (`PUT /buy_order`)", r["profile"])
+    if "read_profile" in r:
+        profile_tables(w, "the read path (`GET /buy_orders?page_size=100`)", r["read_profile"])
     return "\n".join(lines) + "\n"
+
+
+PROFILE_INTERESTING = re.compile(
+    r"place|_place_once|_take_from|rate \(|execute|commit|begin|connect|do_execute|json|jsonable|serialize|"
+    r"validate|run_in_threadpool|run_sync|created_event|logs|event \(|metrics|inc \(|uuid4|middleware|"
+    r"request_response|solve_dependencies|send|receive|_fetch|cursor|Decimal|bitcoin_satoshis|page|resource|"
+    r"fetchall|_row|process_rows|dumps|get_buy_orders|read_model|Condition.wait|Runner.run|_checkout|_do_get"
+)
+
+
+def profile_tables(w: Any, what: str, prof: dict[str, Any]) -> None:
+    if "error" in prof:
+        w(f"No profile of {what}: {prof['error']}")
+        w("")
+        return
+    w(
+        f"**{what[0].upper() + what[1:]}**: `py-spy record --subprocesses --nonblocking -r 200` on the gunicorn master during a "
+        f"{prof['clients']}-client wrk run ({prof['rate']:,.0f} req/s under the profiler), {prof['samples']:,} samples of "
+        "active (non-idle) Python threads across the workers. Own time is the frame on top of the stack; inclusive time "
+        "counts the frame and everything it calls."
+    )
+    w("")
+    w("| own share | frame |")
+    w("|---:|---|")
+    for name, share in prof["own"]:
+        w(f"| {share:.1f}% | `{name}` |")
+    w("")
+    w("| inclusive share | frame |")
+    w("|---:|---|")
+    shown = 0
+    for name, share in prof["inclusive"]:
+        if PROFILE_INTERESTING.search(name) and shown < 25:
+            w(f"| {share:.1f}% | `{name}` |")
+            shown += 1
+    w("")
 
 
 def write_doc(path: Path, section: str) -> None:

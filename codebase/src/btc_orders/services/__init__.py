@@ -31,9 +31,9 @@ def refuse_to_start(reason: str) -> NoReturn:
     raise SystemExit(3)
 
 
-def engine_at_schema(url: str, pool_size: int, service: str, database: str) -> Engine:
+def engine_at_schema(url: str, pool_size: int, service: str, database: str, autocommit: bool = False) -> Engine:
     """A pooled engine for `database`, or stop at start if its schema is not the one this code needs."""
-    engine = db.create_engine(url, pool_size, service)
+    engine = db.create_engine(url, pool_size, service, autocommit)
     try:
         db.check_schema(engine, database)
     except db.SchemaNotReady as error:

@@ -26,7 +26,10 @@ class BuyOrderPage(BaseModel):
 
 
 def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
-    engine = engine_at_schema(settings.read_model_db_url, settings.db_pool_size, "fetch_buy_orders", "read_model")
+    # Every query of this service is one read-only statement: autocommit saves BEGIN and ROLLBACK.
+    engine = engine_at_schema(
+        settings.read_model_db_url, settings.db_pool_size, "fetch_buy_orders", "read_model", autocommit=True
+    )
     read_model = ReadModel(engine)
 
     @asynccontextmanager

@@ -55,8 +55,12 @@ def run(duration: float, seed: int, directory: Path | None = None) -> dict[str, 
         suite.start("btc_price")
         replicas = [suite.start("create_buy_order").url for _ in range(2)]
         fetch = suite.start("fetch_buy_orders").url
-        for name in ("outbox_relay", "outbox_relay", "read_model_sync", "read_model_sync"):
-            suite.start(name, wait=False)
+        workers_started = [
+            suite.start(name, wait=False, LOG_LEVEL="INFO")  # INFO: their `broker_connected` line
+            for name in ("outbox_relay", "outbox_relay", "read_model_sync", "read_model_sync")
+        ]
+        for worker in workers_started:  # faults begin once every process is up
+            wait_until(lambda w=worker: "broker_connected" in w.logs(), 30, 0.1, f"{worker.name} to connect")
         write = db.create_engine(databases.write_url, 2, "chaos")
         read = db.create_engine(databases.read_url, 2, "chaos")
         stack.callback(write.dispose)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,25 @@ def test_the_migration_process_migrates_both_databases_and_is_idempotent(tmp_pat
     assert again.returncode == 0, again.stderr
     assert '"applied":["0001.create-write-model"]' in first.stdout
     assert '"applied":[]' in again.stdout
+
+
+def test_a_database_still_starting_is_waited_for(tmp_path: Path) -> None:
+    from tests.support.services import ServiceProcess, admin_connection, free_port
+
+    with throwaway_databases() as databases:
+        admin = admin_connection()
+        with admin.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {databases.read_name} ALLOW_CONNECTIONS false")
+        port = free_port()
+        env = base_env(READ_MODEL_DB_URL=databases.read_url, FETCH_BUY_ORDERS_PORT=str(port))
+        service = ServiceProcess("fetch_buy_orders", env, tmp_path / "fetch.log", port).start(wait=False)
+        try:
+            time.sleep(2)
+            assert service.process is not None and service.process.poll() is None, service.logs()
+            assert "database_not_ready" in service.logs()
+            with admin.cursor() as cursor:
+                cursor.execute(f"ALTER DATABASE {databases.read_name} ALLOW_CONNECTIONS true")
+            service.wait_healthy(20)
+        finally:
+            service.stop()
+            admin.close()

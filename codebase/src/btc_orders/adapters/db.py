@@ -46,7 +46,11 @@ def required_migrations(database: str) -> set[str]:
 
 
 class SchemaNotReady(RuntimeError):
-    pass
+    """The database is not at the schema this code needs (or cannot be reached to tell)."""
+
+
+class DatabaseUnreachable(SchemaNotReady):
+    """The database could not be reached; it may be starting: worth another try."""
 
 
 def check_schema(engine: Engine, database: str) -> None:
@@ -58,7 +62,7 @@ def check_schema(engine: Engine, database: str) -> None:
                 set(connection.execute(text("SELECT migration_id FROM _yoyo_migration")).scalars()) if exists else set()
             )
     except DBAPIError as error:
-        raise SchemaNotReady(f"the {database} database cannot be reached: {_first_line(error)}") from error
+        raise DatabaseUnreachable(f"the {database} database cannot be reached: {_first_line(error)}") from error
     missing = sorted(required_migrations(database) - applied)
     if missing:
         raise SchemaNotReady(

@@ -4,7 +4,9 @@ HTTP services run as `python -m btc_orders.services.<name>` (uvicorn, one
 process) or under gunicorn with uvicorn workers via `btc_orders.asgi`.
 """
 
+import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -16,6 +18,9 @@ from btc_orders import logs, settings
 from btc_orders.adapters import db
 
 SettingsT = TypeVar("SettingsT", bound=settings.BaseServiceSettings)
+
+STARTUP_WAIT_SECONDS = 30
+log = logging.getLogger(__name__)
 
 
 def configured(service: str, settings_class: type[SettingsT]) -> SettingsT:
@@ -34,11 +39,19 @@ def refuse_to_start(reason: str) -> NoReturn:
 def engine_at_schema(url: str, pool_size: int, service: str, database: str, autocommit: bool = False) -> Engine:
     """A pooled engine for `database`, or stop at start if its schema is not the one this code needs."""
     engine = db.create_engine(url, pool_size, service, autocommit)
-    try:
-        db.check_schema(engine, database)
-    except db.SchemaNotReady as error:
-        refuse_to_start(str(error))
-    return engine
+    deadline = time.monotonic() + STARTUP_WAIT_SECONDS
+    while True:
+        try:
+            db.check_schema(engine, database)
+            return engine
+        except db.DatabaseUnreachable as error:
+            # It may be starting (compose, a restart): wait a while, then give up loudly.
+            if time.monotonic() > deadline:
+                refuse_to_start(str(error))
+            logs.event(log, "database_not_ready", logging.WARNING, database=database, reason=str(error))
+            time.sleep(1)
+        except db.SchemaNotReady as error:
+            refuse_to_start(str(error))
 
 
 def serve(service: str, settings_class: type[SettingsT], create_app: Callable[[SettingsT], FastAPI]) -> None:

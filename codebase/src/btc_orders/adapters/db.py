@@ -62,7 +62,7 @@ def check_schema(engine: Engine, database: str) -> None:
                 set(connection.execute(text("SELECT migration_id FROM _yoyo_migration")).scalars()) if exists else set()
             )
     except DBAPIError as error:
-        raise DatabaseUnreachable(f"the {database} database cannot be reached: {_first_line(error)}") from error
+        raise DatabaseUnreachable(f"the {database} database cannot be reached: {first_line(error)}") from error
     missing = sorted(required_migrations(database) - applied)
     if missing:
         raise SchemaNotReady(
@@ -80,8 +80,10 @@ def ping(engine: Engine) -> bool:
         return False
 
 
-def _first_line(error: BaseException) -> str:
-    return str(getattr(error, "orig", error)).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text (the driver's own message for a wrapped DBAPI error)."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextmanager

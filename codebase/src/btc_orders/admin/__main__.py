@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(config, arguments)
     except (DBAPIError, pika.exceptions.AMQPError, OSError) as error:
-        print(f"a backing service is unreachable: {type(error).__name__}: {_first_line(error)}", file=sys.stderr)
+        print(f"a backing service is unreachable: {type(error).__name__}: {db.first_line(error)}", file=sys.stderr)
         return UNREACHABLE
 
 
@@ -256,11 +256,6 @@ def outbox_resend_command(config: AdminSettings, arguments: argparse.Namespace) 
     relay.close()
     print(f"published {sent} event(s)", file=sys.stderr)
     return OK
-
-
-def _first_line(error: BaseException) -> str:
-    text_ = str(getattr(error, "orig", None) or error).strip()
-    return text_.splitlines()[0] if text_ else type(error).__name__
 
 
 if __name__ == "__main__":

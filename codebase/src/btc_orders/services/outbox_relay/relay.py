@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from btc_orders import logs, metrics
 from btc_orders.adapters import rabbitmq
+from btc_orders.adapters.db import first_line
 from btc_orders.services.worker import Backoff, StopFlag
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ class Relay:
                     self._idle(stop)
             except (pika.exceptions.AMQPError, DBAPIError, OSError) as error:
                 delay = backoff.delay()
-                logs.event(log, "relay_retrying", logging.WARNING, reason=_reason(error), retry_in_seconds=delay)
+                reason = f"{type(error).__name__}: {first_line(error)}"
+                logs.event(log, "relay_retrying", logging.WARNING, reason=reason, retry_in_seconds=delay)
                 self.close()
                 stop.wait(delay)
         self.close()
@@ -157,8 +159,3 @@ class Relay:
         if connection is not None and connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 connection.close()
-
-
-def _reason(error: BaseException) -> str:
-    text_ = str(getattr(error, "orig", None) or error).strip()
-    return f"{type(error).__name__}: {text_.splitlines()[0] if text_ else ''}"

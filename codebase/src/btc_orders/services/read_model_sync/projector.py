@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from btc_orders import logs, metrics
 from btc_orders.adapters import rabbitmq
+from btc_orders.adapters.db import first_line
 from btc_orders.adapters.read_model import apply_created_events
 from btc_orders.events import BuyOrderCreated, InvalidEvent, parse_created_event
 from btc_orders.services.worker import Backoff, StopFlag
@@ -121,7 +122,7 @@ class Projector:
                     return
                 delay = backoff.delay()
                 logs.event(
-                    log, "read_model_unavailable", logging.WARNING, reason=_first_line(error), retry_in_seconds=delay
+                    log, "read_model_unavailable", logging.WARNING, reason=first_line(error), retry_in_seconds=delay
                 )
                 connection.sleep(delay)  # keeps the broker connection alive meanwhile
             except DBAPIError:
@@ -158,7 +159,7 @@ class Projector:
                     log,
                     "event_dead_lettered",
                     logging.ERROR,
-                    reason=_first_line(error),
+                    reason=first_line(error),
                     event_id=str(pending.event.event_id),
                 )
                 channel.basic_nack(pending.delivery_tag, requeue=False)
@@ -187,8 +188,3 @@ def _row(event: BuyOrderCreated) -> dict[str, Any]:
         "idempotence_key": order.idempotence_key,
         "event_id": event.event_id,
     }
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

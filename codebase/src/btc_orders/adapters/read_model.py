@@ -1,11 +1,17 @@
-"""The read model: idempotent projection of order events, and keyset pages, newest first."""
+"""The read model: idempotent projection of order events, and keyset pages, newest first.
+
+Shaped for its query (CQRS): every row carries the JSON document the API serves for that
+order, rendered once when the event is projected. A page is one statement whose result is the
+response body already assembled by Postgres (the documents joined in page order, the last id,
+`has_more`), so serving it costs no per-row work in Python: no row objects, no JSON encoding.
+"""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, text
 
 from btc_orders.adapters.db import unavailable_on_outage
@@ -17,48 +23,48 @@ from btc_orders.domain.orders import format_timestamp
 _UPSERT = text(
     """
     INSERT INTO buy_order_view
-        (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, event_id)
+        (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, event_id,
+         document)
     VALUES
-        (:sequence, :id, :created_at, :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :event_id)
+        (:sequence, :id, :created_at, :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :event_id,
+         :document)
     ON CONFLICT (sequence) DO NOTHING
     """
 )
 
-# Keyset paging on the primary key: a backward index scan that reads
-# `page_size + 1` rows whatever the depth. The extra row tells `has_more`.
-_FIRST_PAGE = text(
-    """
-    SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
-    FROM buy_order_view
-    ORDER BY sequence DESC
-    LIMIT :limit
-    """
-)
-# One round trip for a later page: the reference is found by the unique index on
-# `id`, the page read from the primary key after it. No row at all: unknown reference;
-# one row of NULLs: the reference was the oldest order.
-_PAGE_AFTER = text(
-    """
-    SELECT page.sequence, page.id, page.created_at, page.currency, page.amount, page.exchange_rate,
-           page.bitcoin_amount, page.idempotence_key
-    FROM buy_order_view AS reference
-    LEFT JOIN LATERAL (
-        SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
-        FROM buy_order_view
-        WHERE sequence < reference.sequence
-        ORDER BY sequence DESC
+# The page's rows: a backward scan of the primary key reading `:limit` = `page_size + 1` rows
+# whatever the depth (keyset paging); the extra row only tells `has_more`. `n` numbers them
+# newest first. The served document is NULL only for a row written by something other than
+# the projector or the admin CLI (bulk SQL): then the same rendering in SQL (migration 0002).
+_ROWS = """
+    SELECT sequence, id, document, row_number() OVER (ORDER BY sequence DESC) AS n
+    FROM (
+        SELECT o.sequence, o.id, coalesce(o.document, buy_order_document(o)) AS document
+        FROM buy_order_view AS o {where}
+        ORDER BY o.sequence DESC
         LIMIT :limit
-    ) AS page ON true
+    ) AS newest
+"""
+# One result row: the page's documents joined by commas in page order (NULL for an empty
+# page), the id of its last order, and `has_more`.
+_AGGREGATES = """
+    SELECT string_agg(page.document, ',' ORDER BY page.sequence DESC) FILTER (WHERE page.n < :limit) AS documents,
+           (array_agg(page.id ORDER BY page.sequence) FILTER (WHERE page.n < :limit))[1]::text AS last_reference,
+           count(page.sequence) >= :limit AS has_more
+"""
+_FIRST_PAGE = text(f"{_AGGREGATES} FROM ({_ROWS.format(where='')}) AS page")
+# A later page: the reference is found by the unique index on `id` and the page read after it,
+# in the same statement. Unknown reference: no group, so no result row at all; a reference
+# with nothing after it (the oldest order): one group of NULLs, an empty page.
+_PAGE_AFTER = text(
+    f"""{_AGGREGATES}
+    FROM buy_order_view AS reference
+    LEFT JOIN LATERAL ({_ROWS.format(where="WHERE o.sequence < reference.sequence")}) AS page ON true
     WHERE reference.id = :reference
+    GROUP BY reference.id
     """
 )
-_ONE = text(
-    """
-    SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
-    FROM buy_order_view
-    WHERE id = :id
-    """
-)
+_ONE = text("SELECT coalesce(o.document, buy_order_document(o)) FROM buy_order_view AS o WHERE o.id = :id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,40 +81,65 @@ class ReadModel:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def page(self, page_size: int, last_reference: uuid.UUID | None) -> Page:
+    def page_body(self, page_size: int, last_reference: uuid.UUID | None) -> bytes:
+        """The `GET /buy_orders` body, as `web.json_response` would encode the page."""
         with unavailable_on_outage("read-model"), self.engine.connect() as connection:
             if last_reference is None:
-                rows = connection.execute(_FIRST_PAGE, {"limit": page_size + 1}).all()
+                row = connection.execute(_FIRST_PAGE, {"limit": page_size + 1}).one_or_none()
             else:
-                rows = connection.execute(_PAGE_AFTER, {"reference": last_reference, "limit": page_size + 1}).all()
-                if not rows:
-                    raise UnknownReference(f"last_reference {last_reference} is not the id of any order")
-                rows = [row for row in rows if row.sequence is not None]
-        orders = [_resource(row) for row in rows[:page_size]]
-        return Page(orders, orders[-1]["id"] if orders else None, len(rows) > page_size)
+                row = connection.execute(
+                    _PAGE_AFTER, {"reference": last_reference, "limit": page_size + 1}
+                ).one_or_none()
+        if row is None:  # the first page always has its one row of aggregates
+            raise UnknownReference(f"last_reference {last_reference} is not the id of any order")
+        documents, last, has_more = row
+        return b"".join(
+            (
+                b'{"buy_orders":[',
+                documents.encode() if documents else b"",
+                b'],"last_reference":',
+                b'"%s"' % last.encode() if last else b"null",
+                b',"has_more":true}' if has_more else b',"has_more":false}',
+            )
+        )
+
+    def page(self, page_size: int, last_reference: uuid.UUID | None) -> Page:
+        """The page as data (tests, tools): the served body, decoded."""
+        body = orjson.loads(self.page_body(page_size, last_reference))
+        return Page(body["buy_orders"], body["last_reference"], body["has_more"])
+
+    def one_body(self, order_id: uuid.UUID) -> bytes:
+        """The `GET /buy_orders/{id}` body: the stored document."""
+        with unavailable_on_outage("read-model"), self.engine.connect() as connection:
+            found: str | None = connection.execute(_ONE, {"id": order_id}).scalar_one_or_none()
+        if found is None:
+            raise OrderNotFound(f"no order with id {order_id} (yet: a new order may take a moment to appear)")
+        return found.encode()
 
     def one(self, order_id: uuid.UUID) -> dict[str, Any]:
-        with unavailable_on_outage("read-model"), self.engine.connect() as connection:
-            row = connection.execute(_ONE, {"id": order_id}).one_or_none()
-        if row is None:
-            raise OrderNotFound(f"no order with id {order_id} (yet: a new order may take a moment to appear)")
-        return _resource(row)
+        result: dict[str, Any] = orjson.loads(self.one_body(order_id))
+        return result
+
+
+def resource(order: Mapping[str, Any]) -> dict[str, Any]:
+    """The order resource (SPEC 3.3) from a read-model row's fields."""
+    return {
+        "id": str(order["id"]),
+        "created_at": format_timestamp(order["created_at"]),
+        "currency": order["currency"],
+        "amount": order["amount"],
+        "exchange_rate": order["exchange_rate"],
+        "bitcoin_amount": order["bitcoin_amount"],
+        "idempotence_key": str(order["idempotence_key"]),
+    }
+
+
+def document(order: Mapping[str, Any]) -> str:
+    """The served JSON of one order, encoded exactly as `web.json_response` encodes a body."""
+    return orjson.dumps(resource(order)).decode()
 
 
 def apply_created_events(connection: Connection, orders: Sequence[dict[str, Any]]) -> None:
     """Project validated `buy_order.created` events (their `order` plus `event_id`)."""
     if orders:
-        connection.execute(_UPSERT, list(orders))
-
-
-def _resource(row: Any) -> dict[str, Any]:
-    created_at: datetime = row.created_at
-    return {
-        "id": str(row.id),
-        "created_at": format_timestamp(created_at),
-        "currency": row.currency,
-        "amount": row.amount,
-        "exchange_rate": row.exchange_rate,
-        "bitcoin_amount": row.bitcoin_amount,
-        "idempotence_key": str(row.idempotence_key),
-    }
+        connection.execute(_UPSERT, [{**order, "document": document(order)} for order in orders])

@@ -3,7 +3,8 @@
 Both databases are read in chunks of consecutive sequences (keyset ranges,
 so every chunk costs the same). A read row is right when every field equals the write model's, as the
 event would have carried it. Repairing writes the write model's version: safe
-while `read_model_sync` runs, since both write identical rows for a sequence.
+while `read_model_sync` runs, since both write identical rows for a sequence. A row's stored
+document (the JSON the API serves) must be the rendering of the write model's fields too.
 """
 
 from collections.abc import Callable, Iterator
@@ -12,6 +13,8 @@ from typing import Any
 
 from psycopg2.extras import execute_values
 from sqlalchemy import Engine, text
+
+from btc_orders.adapters.read_model import document
 
 _WRITE_CHUNK = text(
     """
@@ -24,7 +27,7 @@ _WRITE_CHUNK = text(
 )
 _READ_CHUNK = text(
     """
-    SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
+    SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, document
     FROM buy_order_view
     WHERE sequence > :after AND sequence <= :until
     ORDER BY sequence
@@ -32,12 +35,14 @@ _READ_CHUNK = text(
 )
 _UPSERT = """
     INSERT INTO buy_order_view
-        (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, event_id)
+        (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, event_id,
+         document)
     VALUES %s
     ON CONFLICT (sequence) DO UPDATE SET
         id = EXCLUDED.id, created_at = EXCLUDED.created_at, currency = EXCLUDED.currency,
         amount = EXCLUDED.amount, exchange_rate = EXCLUDED.exchange_rate,
-        bitcoin_amount = EXCLUDED.bitcoin_amount, idempotence_key = EXCLUDED.idempotence_key
+        bitcoin_amount = EXCLUDED.bitcoin_amount, idempotence_key = EXCLUDED.idempotence_key,
+        document = EXCLUDED.document
 """
 _DELETE = text("DELETE FROM buy_order_view WHERE sequence = ANY(:sequences)")
 _MAX_WRITE = text("SELECT coalesce(max(sequence), 0) FROM buy_order")
@@ -91,7 +96,7 @@ def reconcile(
             found = actual.get(sequence)
             if found is None:
                 report.missing.append(sequence)
-            elif any(getattr(found, name) != getattr(row, name) for name in FIELDS):
+            elif any(getattr(found, name) != getattr(row, name) for name in FIELDS) or _stale_document(found, row):
                 report.differing.append(sequence)
             elif not force:
                 continue
@@ -113,11 +118,23 @@ def _repair(read_engine: Engine, rows: list[Any], extra: list[int]) -> None:
             execute_values(
                 cursor,
                 _UPSERT,
-                [(*(getattr(row, name) for name in ("sequence", *FIELDS)), _event_id(row)) for row in rows],
+                [
+                    (*(getattr(row, name) for name in ("sequence", *FIELDS)), _event_id(row), _document(row))
+                    for row in rows
+                ],
                 page_size=1000,
             )
         if extra:
             connection.execute(_DELETE, {"sequences": extra})
+
+
+def _document(row: Any) -> str:
+    return document(row._mapping)
+
+
+def _stale_document(found: Any, expected: Any) -> bool:
+    # NULL is not stale: the read queries render such a row from its fields (migration 0002).
+    return found.document is not None and found.document != _document(expected)
 
 
 def _event_id(row: Any) -> Any:

@@ -60,7 +60,7 @@ def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
             uuid.UUID | None, Query(description="the `id` of the last order of the previous page")
         ] = None,
     ) -> Response:
-        return web.json_response(read_model.page(page_size, last_reference).body())
+        return Response(read_model.page_body(page_size, last_reference), media_type="application/json")
 
     @app.get(
         "/buy_orders/{order_id}",
@@ -70,6 +70,6 @@ def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
         responses={404: {"model": ErrorBody, "description": "no such order (yet)"}, **web.ERROR_RESPONSES},
     )
     def get_buy_order(order_id: uuid.UUID) -> Response:
-        return web.json_response(read_model.one(order_id))
+        return Response(read_model.one_body(order_id), media_type="application/json")
 
     return app

@@ -1,0 +1,194 @@
+"""The read model stores each order's served JSON document (migration 0002): byte for byte
+what the API served before it, whoever wrote the row (projector, SQL backfill, admin repair)."""
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import Engine, text
+from yoyo import get_backend, read_migrations
+
+from btc_orders.adapters import db
+from btc_orders.adapters.read_model import ReadModel, apply_created_events, document
+from btc_orders.admin.reconcile import reconcile
+from btc_orders.domain.orders import format_timestamp
+from btc_orders.services.migration.__main__ import yoyo_url
+from tests.support.services import Databases, throwaway_databases
+
+_COLUMNS = "sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key"
+
+
+def served(row: Any) -> dict[str, Any]:
+    """The order resource exactly as `fetch_buy_orders` built it from a row before migration 0002."""
+    return {
+        "id": str(row.id),
+        "created_at": format_timestamp(row.created_at),
+        "currency": row.currency,
+        "amount": row.amount,
+        "exchange_rate": row.exchange_rate,
+        "bitcoin_amount": row.bitcoin_amount,
+        "idempotence_key": str(row.idempotence_key),
+    }
+
+
+def orders() -> list[dict[str, Any]]:
+    """Awkward but valid values, and text that only JSON escaping tells apart."""
+    moments = [
+        datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+        datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-8))),
+        datetime(2026, 3, 29, 1, 30, 0, 500000, tzinfo=UTC),
+    ]
+    money = [
+        ("USD", "10.00", "97012.34", "0.00010309"),
+        ("EUR", "999999999.99", "0.00000001", "99999999999999999.00000000"),
+        ("GBP", "0.01", "123456789012345678901234567890.123456789", "0.00000001"),
+        ("USD", "1", "5", "0.2"),
+        ('U"S\\D', "1\n0\t\u0001\u001f\u007f", "é€😀/</script>", "\b\f\r"),
+    ]
+    return [
+        {
+            "sequence": sequence,
+            "id": uuid.uuid4(),
+            "created_at": moments[sequence % len(moments)],
+            "currency": money[sequence % len(money)][0],
+            "amount": money[sequence % len(money)][1],
+            "exchange_rate": money[sequence % len(money)][2],
+            "bitcoin_amount": money[sequence % len(money)][3],
+            "idempotence_key": uuid.uuid4(),
+            "event_id": uuid.uuid4(),
+        }
+        for sequence in range(1, 26)
+    ]
+
+
+def stored(engine: Engine) -> list[Any]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                text(
+                    f"SELECT {_COLUMNS}, document, buy_order_document(o) AS sql_document"
+                    " FROM buy_order_view AS o ORDER BY sequence DESC"
+                )
+            )
+        )
+
+
+def test_the_projected_document_is_what_the_api_served_and_the_sql_rendering_agrees(read_engine: Engine) -> None:
+    with read_engine.begin() as connection:
+        apply_created_events(connection, orders())
+    rows = stored(read_engine)
+    assert len(rows) == 25
+    for row in rows:
+        expected = orjson.dumps(served(row)).decode()
+        assert row.document == expected
+        assert row.sql_document == expected
+        assert document(row._mapping) == expected
+
+
+@pytest.fixture
+def at_0001() -> Iterator[Databases]:
+    """Databases with the read model at migration 0001 only (before stored documents)."""
+    with throwaway_databases(migrated=False) as databases:
+        backend = get_backend(yoyo_url(databases.read_url))
+        migrations = read_migrations(str(db.migrations_dir("read_model")))
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(migrations.filter(lambda m: m.id.startswith("0001."))))
+        yield databases
+
+
+def test_migration_0002_backfills_every_existing_row_byte_for_byte(at_0001: Databases) -> None:
+    engine = db.create_engine(at_0001.read_url, 2)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    f"INSERT INTO buy_order_view ({_COLUMNS}, event_id) VALUES (:sequence, :id, :created_at,"
+                    " :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :event_id)"
+                ),
+                orders(),
+            )
+            before = {
+                row.sequence: orjson.dumps(served(row))
+                for row in connection.execute(text(f"SELECT {_COLUMNS} FROM buy_order_view"))
+            }
+        backend = get_backend(yoyo_url(at_0001.read_url))
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(read_migrations(str(db.migrations_dir("read_model")))))
+        rows = stored(engine)
+        assert {row.sequence: row.document.encode() for row in rows} == before
+        assert all(row.sql_document == row.document for row in rows)
+    finally:
+        engine.dispose()
+
+
+def old_page(rows: list[Any], page_size: int) -> bytes:
+    """`GET /buy_orders` as it was encoded before: `web.json_response` of the page's resources."""
+    page = [served(row) for row in rows[:page_size]]
+    body = {"buy_orders": page, "last_reference": page[-1]["id"] if page else None, "has_more": len(rows) > page_size}
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize("page_size", [1, 3, 10, 24, 25, 26, 1000])
+def test_pages_and_orders_are_the_bytes_served_before_whether_stored_or_rendered_in_sql(
+    read_engine: Engine, page_size: int
+) -> None:
+    events = orders()
+    with read_engine.begin() as connection:
+        apply_created_events(connection, events[::2])
+        # rows written by bulk SQL carry no document: served by the SQL rendering
+        connection.execute(
+            text(
+                f"INSERT INTO buy_order_view ({_COLUMNS}, event_id) VALUES (:sequence, :id, :created_at,"
+                " :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :event_id)"
+            ),
+            events[1::2],
+        )
+    rows = stored(read_engine)
+    assert sum(row.document is None for row in rows) == 12
+    model = ReadModel(read_engine)
+    reference: uuid.UUID | None = None
+    position = 0
+    while True:
+        body = model.page_body(page_size, reference)
+        assert body == old_page(rows[position:], page_size)
+        page = orjson.loads(body)
+        position += page_size
+        if not page["has_more"]:
+            break
+        reference = uuid.UUID(page["last_reference"])
+    oldest = uuid.UUID(str(rows[-1].id))
+    assert model.page_body(page_size, oldest) == b'{"buy_orders":[],"last_reference":null,"has_more":false}'
+    for row in rows:
+        assert model.one_body(row.id) == orjson.dumps(served(row))
+
+
+def test_an_empty_read_model_serves_an_empty_page(read_engine: Engine) -> None:
+    assert ReadModel(read_engine).page_body(10, None) == b'{"buy_orders":[],"last_reference":null,"has_more":false}'
+
+
+def test_reconcile_finds_a_stale_document_and_repair_rewrites_it(write_engine: Engine, read_engine: Engine) -> None:
+    with write_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount)"
+                " SELECT gen_random_uuid(), gen_random_uuid(), 'USD', s * 1.01, 97012.34, 0.00001 + s * 0.00000001"
+                " FROM generate_series(1, 20) AS s"
+            )
+        )
+    assert reconcile(write_engine, read_engine, repair=True).repaired == 20
+    with read_engine.begin() as connection:
+        connection.execute(
+            text("UPDATE buy_order_view SET document = replace(document, 'USD', 'EUR') WHERE sequence = 5")
+        )
+        connection.execute(text("UPDATE buy_order_view SET document = NULL WHERE sequence = 6"))
+    found = reconcile(write_engine, read_engine, repair=False)
+    assert found.differing == [5]  # NULL is not stale: it is rendered from the row's fields
+    assert reconcile(write_engine, read_engine, repair=True).repaired == 1
+    assert reconcile(write_engine, read_engine, repair=False).clean
+    for row in stored(read_engine):
+        assert row.sql_document == (row.document or row.sql_document) == orjson.dumps(served(row)).decode()

@@ -10,8 +10,18 @@
 - `read_model_sync.dead`: the dead-letter exchange (fanout) and its durable queue.
 """
 
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import pika
+import pika.exceptions
+import pika.frame
+import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.channel import Channel
 
 EXCHANGE = "buy_orders"
 ROUTING_KEY = "buy_order.created"
@@ -25,13 +35,17 @@ CONNECT_TIMEOUT_SECONDS = 5
 
 
 def connect(amqp_url: str, name: str) -> pika.BlockingConnection:
+    return pika.BlockingConnection(_parameters(amqp_url, name))
+
+
+def _parameters(amqp_url: str, name: str) -> pika.URLParameters:
     parameters = pika.URLParameters(amqp_url)
     parameters.heartbeat = HEARTBEAT_SECONDS
     parameters.blocked_connection_timeout = 60
     parameters.socket_timeout = CONNECT_TIMEOUT_SECONDS
     parameters.connection_attempts = 1
     parameters.client_properties = {"connection_name": name}
-    return pika.BlockingConnection(parameters)
+    return parameters
 
 
 def declare_topology(channel: BlockingChannel) -> None:
@@ -52,3 +66,158 @@ def declare_topology(channel: BlockingChannel) -> None:
         },
     )
     channel.queue_bind(QUEUE, EXCHANGE, routing_key=ROUTING_KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+
+
+class PublishFailed(pika.exceptions.AMQPError):  # type: ignore[misc]  # pika is untyped
+    """The broker did not take a whole batch: a nack, an unroutable message, a lost channel or no answer."""
+
+
+class ConfirmingPublisher:
+    """Publishes a batch of messages, then waits once for the broker's confirms of all of it.
+
+    pika's `BlockingChannel.basic_publish` on a confirming channel returns only
+    after that message's confirm: one broker round trip (a quorum queue's log
+    write) per message, which capped the relay at about 600 events/s. Here the
+    same library's `SelectConnection` is driven from the calling thread: the
+    whole batch is written, then the I/O loop runs until every delivery tag is
+    confirmed, or until a nack, an unroutable return (messages are `mandatory`),
+    a closed channel or connection, or the deadline, any of which fails the batch
+    as a whole (the caller publishes it again; consumers ignore the replays).
+    """
+
+    def __init__(self, amqp_url: str, name: str, confirm_timeout_seconds: float = 30.0) -> None:
+        self.amqp_url = amqp_url
+        self.name = name
+        self.confirm_timeout_seconds = confirm_timeout_seconds
+        self._connection: pika.SelectConnection | None = None
+        self._channel: Channel | None = None
+        self._failure: str | None = None
+        self._next_tag = 1
+        self._unconfirmed: set[int] = set()
+        self._rejected = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._channel is not None and self._channel.is_open and self._failure is None
+
+    def open(self) -> None:
+        """Declare the topology (on a short blocking connection), then open the confirming channel."""
+        self.close()
+        declaring = connect(self.amqp_url, self.name)
+        try:
+            declare_topology(declaring.channel())
+        finally:
+            declaring.close()
+        self._failure = None
+        self._next_tag, self._unconfirmed, self._rejected = 1, set(), 0
+        self._connection = pika.SelectConnection(
+            _parameters(self.amqp_url, self.name),
+            on_open_callback=self._on_connection_open,
+            on_open_error_callback=self._on_connection_lost,
+            on_close_callback=self._on_connection_lost,
+        )
+        self._run_until(
+            lambda: self._channel is not None and self._channel.is_open, CONNECT_TIMEOUT_SECONDS * 2, "open"
+        )
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        """Return once the broker has confirmed every message; raise `PublishFailed` otherwise."""
+        channel = self._channel
+        if channel is None or not self.is_open:
+            raise PublishFailed("the publishing channel is not open")
+        first = self._next_tag
+        for message in messages:
+            channel.basic_publish(EXCHANGE, message.routing_key, message.body, message.properties, mandatory=True)
+        self._next_tag = first + len(messages)
+        self._unconfirmed.update(range(first, self._next_tag))
+        self._run_until(lambda: not self._unconfirmed, self.confirm_timeout_seconds, "confirms")
+        if self._rejected:
+            rejected, self._rejected = self._rejected, 0
+            raise PublishFailed(f"the broker rejected {rejected} of {len(messages)} message(s) (nacked or unroutable)")
+
+    def sleep(self, seconds: float) -> None:
+        """Wait while answering heartbeats."""
+        if self._connection is None or self._failure is not None:
+            time.sleep(seconds)
+            return
+        ioloop = self._connection.ioloop
+        timer = ioloop.call_later(seconds, ioloop.stop)
+        ioloop.start()
+        ioloop.remove_timeout(timer)
+
+    def close(self) -> None:
+        connection, self._channel = self._connection, None
+        if connection is None:
+            return
+        if not (connection.is_closed or connection.is_closing):
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                connection.close()
+        self._failure = None  # wait for the close itself, whatever failed before
+        with contextlib.suppress(PublishFailed):
+            self._run_until(lambda: connection.is_closed, CONNECT_TIMEOUT_SECONDS, "close")
+        self._connection = None
+        with contextlib.suppress(Exception):
+            connection.ioloop.close()
+
+    # The I/O loop runs only inside `_run_until`; every callback stops it so the condition is re-checked.
+
+    def _run_until(self, done: Callable[[], bool], timeout: float, waiting_for: str) -> None:
+        assert self._connection is not None
+        ioloop = self._connection.ioloop
+        deadline = time.monotonic() + timeout
+        while not done() and self._failure is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._failure = f"no answer from the broker within {timeout:g} s ({waiting_for})"
+                break
+            timer = ioloop.call_later(remaining, ioloop.stop)
+            ioloop.start()
+            ioloop.remove_timeout(timer)
+        if self._failure is not None:
+            raise PublishFailed(self._failure)
+
+    def _on_connection_open(self, connection: pika.connection.Connection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_channel_open(self, channel: Channel) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._opened(channel))
+
+    def _opened(self, channel: Channel) -> None:
+        self._channel = channel
+        self._stop_loop()
+
+    def _on_confirm(self, frame: pika.frame.Method[Any]) -> None:
+        method = frame.method
+        tag = method.delivery_tag
+        if method.multiple:
+            self._unconfirmed = {pending for pending in self._unconfirmed if pending > tag}
+        else:
+            self._unconfirmed.discard(tag)
+        if isinstance(method, pika.spec.Basic.Nack):
+            self._rejected += 1
+        self._stop_loop()
+
+    def _on_return(self, _channel: Channel, _method: Any, _properties: Any, _body: bytes) -> None:
+        # A return comes before the confirm of the same message.
+        self._rejected += 1
+
+    def _on_channel_closed(self, _channel: Channel, reason: BaseException) -> None:
+        self._failure = f"channel closed: {reason}"
+        self._stop_loop()
+
+    def _on_connection_lost(self, _connection: pika.connection.Connection, reason: BaseException | str) -> None:
+        self._failure = f"connection lost: {reason}"
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self._connection is not None:
+            self._connection.ioloop.stop()

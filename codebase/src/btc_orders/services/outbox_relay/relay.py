@@ -1,10 +1,12 @@
 """The relay: outbox rows to RabbitMQ, marked sent only after the broker confirmed them.
 
 Each round locks a batch of unsent rows (`FOR UPDATE SKIP LOCKED`, so several
-relays share the work without sending a row twice at once), publishes them as
-persistent messages on a confirming channel, then marks them sent and commits.
-A crash or an outage between publish and commit leaves the rows unsent: they
-are published again later (at-least-once); the read side ignores the replay.
+relays share the work without sending a row twice at once), publishes them all
+as persistent messages on a confirming channel, waits once for the broker's
+confirms of the whole batch, then marks the rows sent and commits. A crash, an
+outage, a nack or an unroutable message between publish and commit leaves the
+whole batch unsent: it is published again later (at-least-once); the read side
+ignores the replays.
 
 Idle, the relay polls every `OUTBOX_POLL_INTERVAL_SECONDS` (an index-only probe
 of the partial index of unsent rows). LISTEN/NOTIFY was not used: a NOTIFY in
@@ -12,7 +14,6 @@ the order transaction takes a database-wide lock at commit, which would
 serialise every order.
 """
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -20,8 +21,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
-from pika.adapters.blocking_connection import BlockingChannel
-from sqlalchemy import Connection, Engine, Row, text
+from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import DBAPIError
 
 from btc_orders import logs, metrics
@@ -63,8 +63,7 @@ class Relay:
     name: str = "outbox_relay"
 
     def __post_init__(self) -> None:
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        self._publisher = rabbitmq.ConfirmingPublisher(self.amqp_url, self.name)
         self._gauges_read_at = 0.0
 
     def run(self, stop: StopFlag) -> None:
@@ -86,15 +85,19 @@ class Relay:
 
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were published."""
-        channel = self._ensure_channel()
+        publisher = self._ensure_publisher()
         with self.engine.begin() as connection:
             rows = connection.execute(_LOCK_UNSENT, {"limit": self.batch_size}).all()
             if not rows:
                 return 0
-            for row in rows:
-                self._publish(channel, row)
-            self._mark_sent(connection, [row.id for row in rows])
+            metrics.EVENTS_PUBLISHED.inc(len(rows))
+            publisher.publish([_message(row) for row in rows])
+            connection.execute(_MARK_SENT, {"ids": [row.id for row in rows]})
         metrics.EVENTS_CONFIRMED.inc(len(rows))
+        for row in rows:
+            token = logs.request_id_var.set(row.request_id)
+            logs.event(log, "event_published", event_id=str(row.event_id), outbox_id=row.id)
+            logs.request_id_var.reset(token)
         return len(rows)
 
     def _read_gauges(self) -> None:
@@ -109,53 +112,32 @@ class Relay:
         metrics.OUTBOX_OLDEST_AGE.set(row.oldest_age)
         metrics.WRITE_MODEL_MAX_SEQUENCE.set(row.max_sequence)
 
-    def _publish(self, channel: BlockingChannel, row: Row[Any]) -> None:
-        request_id = row.request_id
-        token = logs.request_id_var.set(request_id)
-        try:
-            # In confirm mode this returns only once the broker has confirmed the
-            # message; an unroutable or nacked message raises.
-            channel.basic_publish(
-                rabbitmq.EXCHANGE,
-                row.routing_key,
-                row.payload.encode(),
-                pika.BasicProperties(
-                    content_type="application/json",
-                    delivery_mode=pika.DeliveryMode.Persistent,
-                    message_id=str(row.event_id),
-                    type=rabbitmq.ROUTING_KEY,
-                    headers={"x-request-id": request_id} if request_id else None,
-                ),
-                mandatory=True,
-            )
-            metrics.EVENTS_PUBLISHED.inc()
-            logs.event(log, "event_published", event_id=str(row.event_id), outbox_id=row.id)
-        finally:
-            logs.request_id_var.reset(token)
-
-    def _mark_sent(self, connection: Connection, ids: list[int]) -> None:
-        connection.execute(_MARK_SENT, {"ids": ids})
-
-    def _ensure_channel(self) -> BlockingChannel:
-        if self._channel is None or not self._channel.is_open:
-            self.close()
-            self._connection = rabbitmq.connect(self.amqp_url, self.name)
-            channel = self._connection.channel()
-            rabbitmq.declare_topology(channel)
-            channel.confirm_delivery()
-            self._channel = channel
+    def _ensure_publisher(self) -> rabbitmq.ConfirmingPublisher:
+        if not self._publisher.is_open:
+            self._publisher.open()
             logs.event(log, "broker_connected")
-        return self._channel
+        return self._publisher
 
     def _idle(self, stop: StopFlag) -> None:
         # Sleep through pika so that heartbeats are answered while idle.
-        if self._connection is not None and self._connection.is_open:
-            self._connection.sleep(self.poll_interval_seconds)
+        if self._publisher.is_open:
+            self._publisher.sleep(self.poll_interval_seconds)
         else:
             stop.wait(self.poll_interval_seconds)
 
     def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                connection.close()
+        self._publisher.close()
+
+
+def _message(row: Row[Any]) -> rabbitmq.Message:
+    return rabbitmq.Message(
+        row.routing_key,
+        row.payload.encode(),
+        pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=str(row.event_id),
+            type=rabbitmq.ROUTING_KEY,
+            headers={"x-request-id": row.request_id} if row.request_id else None,
+        ),
+    )

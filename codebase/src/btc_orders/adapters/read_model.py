@@ -34,12 +34,11 @@ _UPSERT = text(
 
 # The page's rows: a backward scan of the primary key reading `:limit` = `page_size + 1` rows
 # whatever the depth (keyset paging); the extra row only tells `has_more`. `n` numbers them
-# newest first. The served document is NULL only for a row written by something other than
-# the projector or the admin CLI (bulk SQL): then the same rendering in SQL (migration 0002).
+# newest first.
 _ROWS = """
     SELECT sequence, id, document, row_number() OVER (ORDER BY sequence DESC) AS n
     FROM (
-        SELECT o.sequence, o.id, coalesce(o.document, buy_order_document(o)) AS document
+        SELECT o.sequence, o.id, o.document
         FROM buy_order_view AS o {where}
         ORDER BY o.sequence DESC
         LIMIT :limit
@@ -64,7 +63,7 @@ _PAGE_AFTER = text(
     GROUP BY reference.id
     """
 )
-_ONE = text("SELECT coalesce(o.document, buy_order_document(o)) FROM buy_order_view AS o WHERE o.id = :id")
+_ONE = text("SELECT document FROM buy_order_view WHERE id = :id")
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,8 +133,7 @@ def _document(row: Any) -> str:
 
 
 def _stale_document(found: Any, expected: Any) -> bool:
-    # NULL is not stale: the read queries render such a row from its fields (migration 0002).
-    return found.document is not None and found.document != _document(expected)
+    return bool(found.document != _document(expected))
 
 
 def _event_id(row: Any) -> Any:

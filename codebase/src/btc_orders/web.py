@@ -7,11 +7,12 @@ Domain errors map to an HTTP status and the one error shape
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from http import HTTPStatus
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -192,9 +193,24 @@ def create_app(
     description: str,
     readiness: ReadinessCheck,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    thread_limit: int | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the shared middleware, error handlers and health probes."""
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    """A FastAPI app with the shared middleware, error handlers and health probes.
+
+    `thread_limit` caps the threads that run sync endpoints and `run_in_threadpool` calls
+    (anyio's default limiter, 40 otherwise) for the life of the app. A service whose requests
+    each hold at most one pooled connection passes its pool size: requests then wait for a
+    thread, never for a connection, and two cores are not oversubscribed by 40 threads.
+    """
+
+    @asynccontextmanager
+    async def limited_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if thread_limit is not None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = thread_limit
+        async with lifespan(app) if lifespan else nullcontext():
+            yield
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=limited_lifespan)
     app.add_middleware(RequestContextMiddleware, service=title)
     app.add_exception_handler(errors.DomainError, _domain_error_handler)
     app.add_exception_handler(HTTPException, _http_error_handler)

@@ -9,6 +9,7 @@ import psycopg2.extras
 import sqlalchemy
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from btc_orders.domain.errors import ServiceUnavailable
 
@@ -24,12 +25,18 @@ def create_engine(
 
     `autocommit` suits read-only single statements: no BEGIN before and no ROLLBACK after
     (when the pool takes the connection back), so a query costs one round trip, not three.
+
+    No overflow: at most `pool_size` connections, opened once and kept. An HTTP service caps
+    its request threads at the same number (`web.create_app(thread_limit=...)`), so requests
+    queue for a thread, not for a connection, and none opens and closes a connection of its
+    own. A caller that still finds the pool empty for `pool_timeout` gets a 503
+    (`unavailable_on_outage`).
     """
     return sqlalchemy.create_engine(
         url,
         isolation_level="AUTOCOMMIT" if autocommit else None,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
         pool_recycle=1800,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": application_name},
@@ -76,7 +83,7 @@ def ping(engine: Engine) -> bool:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         return True
-    except DBAPIError:
+    except (DBAPIError, PoolTimeout):
         return False
 
 
@@ -88,9 +95,11 @@ def first_line(error: BaseException) -> str:
 
 @contextmanager
 def unavailable_on_outage(database: str) -> Iterator[None]:
-    """Turn a lost or refused database connection into `ServiceUnavailable` (a 503)."""
+    """Turn a lost or refused database connection, or an exhausted pool, into `ServiceUnavailable` (a 503)."""
     try:
         yield
+    except PoolTimeout as error:
+        raise ServiceUnavailable(f"the {database} database is busy (no free connection); retry shortly") from error
     except DBAPIError as error:
         if isinstance(error, OperationalError) or error.connection_invalidated:
             raise ServiceUnavailable(f"the {database} database is unavailable; retry shortly") from error

@@ -50,6 +50,7 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
         "Idempotent by `idempotence_key`; the sum of all orders never exceeds the BTC cap.",
         readiness,
         lifespan,
+        thread_limit=settings.db_pool_size,  # one connection per request thread, no more
     )
     router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"])
 

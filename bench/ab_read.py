@@ -1,19 +1,18 @@
-"""A/B of the read path: `GET /buy_orders` of two versions of the code against the trivial
+"""A/B of the read path: `GET /buy_orders` of several versions of the code against the trivial
 endpoint, interleaved in the same window (the cores are shared, so only same-window ratios count).
 
 Each version is a git ref checked out into a temporary worktree (its `codebase/src` first on
-PYTHONPATH); both serve one read model, migrated by the newer code and filled in SQL
-(documents included). Per round: trivial `/ping`, then each version at each page size, each
-service started alone (2 workers, docker/gunicorn.conf.py, LOG_LEVEL=WARNING) so that only
-one pool holds connections at a time. Prints medians over the rounds.
+PYTHONPATH); all serve one read model, migrated by each version in turn and filled in SQL. Per
+round: trivial `/ping`, then each version at each page size, each service started alone (2
+workers, docker/gunicorn.conf.py, LOG_LEVEL=WARNING) so that only one pool holds connections at
+a time. Prints medians over the rounds.
 
-Usage: bench/ab_read.py BEFORE_REF AFTER_REF [--rounds 3] [--seconds 8] [--rows 100000]
+Usage: bench/ab_read.py REF [REF ...] [--rounds 3] [--seconds 8] [--rows 100000]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import secrets
 import statistics
 import subprocess
@@ -36,19 +35,19 @@ FROM generate_series(1, %s) AS g
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("before")
-    parser.add_argument("after")
+    parser.add_argument("refs", nargs="+", help="git refs, oldest first")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--extra-path", default="", help="appended to every version's PYTHONPATH")
     args = parser.parse_args()
 
     database = f"bench_ab_{secrets.token_hex(3)}"
     procs = Processes()
     trees = tempfile.TemporaryDirectory(prefix="bench_ab_")
-    versions = {"before": args.before, "after": args.after}
+    versions = {ref: ref for ref in args.refs}
     paths = {}
     for name, ref in versions.items():
         paths[name] = Path(trees.name) / name
@@ -61,15 +60,13 @@ def main() -> int:
         migrate = (
             "from btc_orders.services.migration.__main__ import migrate; import sys; migrate('read_model', sys.argv[1])"
         )
-        for name in ("before", "after"):  # the older migrations first; the newer code adds its own
+        for name in versions:  # the older migrations first; the newer code adds its own
             subprocess.run(
                 [sys.executable, "-c", migrate, db_url(database, True)],
                 check=True,
                 env={"PYTHONPATH": str(paths[name] / "codebase" / "src"), "LOG_LEVEL": "WARNING"},
             )
         execute(db_url(database), LOAD, (args.rows,))
-        with contextlib.suppress(Exception):  # only where the document column exists
-            execute(db_url(database), "UPDATE buy_order_view AS o SET document = buy_order_document(o)")
         execute(db_url(database), "VACUUM ANALYZE buy_order_view")
         env = {"READ_MODEL_DB_URL": db_url(database, True)}
         for round_number in range(1, args.rounds + 1):
@@ -79,11 +76,10 @@ def main() -> int:
             result = wrk("trivial /ping", f"{trivial.url}/ping", args.clients, args.seconds, "get.lua")
             figures.setdefault("trivial", []).append(result.rate)
             procs.stop(trivial)
-            order = ("before", "after") if round_number % 2 else ("after", "before")
+            order = list(versions) if round_number % 2 else list(reversed(versions))
             for name in order:
-                fetch = procs.gunicorn(
-                    "fetch_buy_orders", 2, {**env, "PYTHONPATH": str(paths[name] / "codebase" / "src")}
-                )
+                path = ":".join(filter(None, (str(paths[name] / "codebase" / "src"), args.extra_path)))
+                fetch = procs.gunicorn("fetch_buy_orders", 2, {**env, "PYTHONPATH": path})
                 wrk("warm-up", f"{fetch.url}/buy_orders?page_size=10", args.clients, 2, "get.lua")
                 for size in args.sizes:
                     url = f"{fetch.url}/buy_orders?page_size={size}"
@@ -101,7 +97,7 @@ def main() -> int:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], check=False)
         trees.cleanup()
     trivial_median = statistics.median(figures["trivial"])
-    print(f"{args.before} -> {args.after}, {args.rows:,} rows, {args.clients} clients, {args.rounds} rounds")
+    print(f"{' -> '.join(args.refs)}, {args.rows:,} rows, {args.clients} clients, {args.rounds} rounds")
     print("| run | req/s, median | rounds | ÷ trivial |")
     print("|---|---:|---|---:|")
     for label, rates in figures.items():

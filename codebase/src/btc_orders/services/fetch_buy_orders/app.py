@@ -45,6 +45,7 @@ def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
         "Page through all buy orders, newest first. Keyset paging: every page costs the same.",
         readiness,
         lifespan,
+        thread_limit=settings.db_pool_size,  # one pooled connection per request thread (no overflow)
     )
 
     @app.get(

@@ -13,6 +13,7 @@ from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain import money
 from btc_orders.domain.errors import BtcCapExceeded
 from btc_orders.domain.orders import Currency, OrderRequest
+from btc_orders.events import created_event, parse_created_event
 
 RATE = Decimal("100000.00")  # 1 USD = 0.00001 BTC = 1,000 satoshis
 
@@ -159,3 +160,18 @@ def test_racing_the_same_key_stores_one_order(write_engine: Engine) -> None:
     assert sum(created for _, created in results) == 1
     with write_engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 1
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    [None, "req-1", '"occurred_at":"2999-12-31T23:59:59.999999Z"', "2999-12-31T23:59:59.999999Z", '\\"}}'],
+)
+def test_the_stored_event_is_exactly_the_one_events_renders(write_engine: Engine, request_id: str | None) -> None:
+    # The one-statement write splices sequence and created_at into the payload in SQL: byte for byte the same.
+    write_model = model(write_engine, "100")
+    stored, created = write_model.place(order("10.50", Currency.EUR), Decimal("97012.340"), request_id)
+    assert created
+    with write_engine.connect() as connection:
+        event = connection.execute(text("SELECT event_id, payload FROM outbox")).one()
+    assert event.payload == created_event(stored, event.event_id, request_id)
+    assert parse_created_event(event.payload.encode()).order.sequence == stored.sequence

@@ -3,15 +3,18 @@
 import random
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, text
+from sqlalchemy import Engine, Row, text
+from sqlalchemy.exc import IntegrityError
 
 from btc_orders.adapters.db import unavailable_on_outage
 from btc_orders.domain import cap, money
 from btc_orders.domain.errors import BtcCapExceeded
-from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest
+from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest, format_timestamp
 from btc_orders.events import EVENT_TYPE, created_event
 
 _FIND_BY_KEY = text(
@@ -33,18 +36,57 @@ _INSERT_ORDER = text(
     """
 )
 
-# The fast path: take the order's BTC from one slot, if that slot holds enough.
-# Under READ COMMITTED a concurrent update of the slot is waited for and the
-# condition re-checked on the new row, so the slot never goes below zero.
-_TAKE_FROM_SLOT = text(
-    """
-    UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - :satoshis
-    WHERE slot = :slot AND remaining_satoshis >= :satoshis
+# The fast path, in ONE statement and one round trip (run in autocommit: no BEGIN, no COMMIT
+# of its own; the statement is atomic). Result row: `replayed_*` set when the key already
+# names a stored order; `sequence` set when the order was stored; neither when the chosen
+# slot cannot cover the order (nothing stored, no lock left): take the slow path.
+#
+# `s` takes the order's BTC from one slot if that slot holds enough. Under READ COMMITTED a
+# concurrent update of the slot is waited for and the condition re-checked on the newest
+# row, so the slot never goes below zero. The order is inserted only from `s`'s row. A key
+# that is stored already (visible to this statement) takes nothing and stores nothing. A key
+# being stored by a concurrent transaction makes the INSERT wait for it; if that commits, the
+# INSERT fails on the unique key and the whole statement is undone, slot included (the caller
+# answers with the stored order). Locks are taken in one order on every path, slots before
+# the key (the slow path locks every slot, then inserts): a same-key race cannot deadlock.
+#
+# The event payload is the exact text `events.created_event` makes: Python renders it around
+# the two values only the database knows (`sequence`, `created_at`), which are spliced in here;
+# `created_at` is rendered as `orders.format_timestamp` does (UTC, microseconds, `Z`).
+_PLACE_IN_ONE_STATEMENT = text(
+    r"""
+    WITH k AS (
+        SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
+        FROM buy_order WHERE idempotence_key = :key
+    ), s AS (
+        UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - :satoshis
+        WHERE slot = :slot AND remaining_satoshis >= :satoshis AND NOT EXISTS (SELECT FROM k)
+        RETURNING slot
+    ), o AS (
+        INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount, request_id)
+        SELECT CAST(:id AS uuid), CAST(:key AS uuid), CAST(:currency AS text), CAST(:amount AS numeric),
+               CAST(:exchange_rate AS numeric), CAST(:bitcoin_amount AS numeric), CAST(:request_id AS text)
+        FROM s
+        RETURNING sequence, created_at,
+                  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24\:MI\:SS.US"Z"') AS created_text
+    ), e AS (
+        INSERT INTO outbox (event_id, order_sequence, routing_key, payload, request_id)
+        SELECT CAST(:event_id AS uuid), o.sequence, CAST(:routing_key AS text),
+               CAST(:payload_0 AS text) || o.created_text || CAST(:payload_1 AS text) || o.created_text
+               || CAST(:payload_2 AS text) || o.sequence || CAST(:payload_3 AS text),
+               CAST(:request_id AS text)
+        FROM o
+    )
+    SELECT o.sequence, o.created_at,
+           k.sequence AS replayed_sequence, k.id, k.created_at AS replayed_created_at, k.currency, k.amount,
+           k.exchange_rate, k.bitcoin_amount, k.idempotence_key
+    FROM (SELECT) AS one LEFT JOIN o ON true LEFT JOIN k ON true
     """
 )
+_IDEMPOTENCE_KEY_CONSTRAINT = "buy_order_idempotence_key_key"
 
 # The slow path: lock every slot (always in slot order, so two such transactions
-# cannot deadlock), then take from the total and spread what is left.
+# cannot deadlock), then store the order, then take from the total and spread what is left.
 _LOCK_ALL_SLOTS = text("SELECT slot, remaining_satoshis FROM cap_slot ORDER BY slot FOR UPDATE")
 _SET_SLOT = text("UPDATE cap_slot SET remaining_satoshis = :remaining WHERE slot = :slot")
 
@@ -54,6 +96,10 @@ _INSERT_OUTBOX = text(
     VALUES (:event_id, :sequence, :routing_key, :payload, :request_id)
     """
 )
+
+# Stand-ins for the two values only the database knows, to render the event around them.
+_SEQUENCE_STANDIN = 987654321987654321
+_CREATED_AT_STANDIN = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 class WriteModel:
@@ -84,23 +130,69 @@ class WriteModel:
             status = self.cap_status()
             raise BtcCapExceeded(requested=bitcoin_amount, available=status[1] if status else Decimal(0))
         with unavailable_on_outage("write-model"):
-            try:
-                return self._place_once(request, exchange_rate, satoshis, request_id, take=self._take_from_one_slot)
-            except _SlotTooLow:
-                # Rolled back, so no slot row stays locked; now lock them all, in order.
-                return self._place_once(request, exchange_rate, satoshis, request_id, take=self._take_from_all_slots)
+            placed = self._place_in_one_statement(request, exchange_rate, satoshis, request_id)
+            if placed is not None:
+                return placed
+            # The chosen slot is short (nothing was stored, no lock is left): lock them all, in order.
+            return self._place_taking_from_all_slots(request, exchange_rate, satoshis, request_id)
 
-    def _place_once(
-        self,
-        request: OrderRequest,
-        exchange_rate: Decimal,
-        satoshis: int,
-        request_id: str | None,
-        take: Callable[[Connection, int], None],
+    def _place_in_one_statement(
+        self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None
+    ) -> tuple[BuyOrder, bool] | None:
+        """The fast path; None when the chosen slot cannot cover the order."""
+        order = BuyOrder(
+            id=uuid.uuid4(),
+            sequence=_SEQUENCE_STANDIN,
+            created_at=_CREATED_AT_STANDIN,
+            currency=request.currency,
+            amount=request.amount,
+            exchange_rate=exchange_rate,
+            bitcoin_amount=money.satoshis_to_btc(satoshis),
+            idempotence_key=request.idempotence_key,
+        )
+        event_id = uuid.uuid4()
+        payload = _payload_around_standins(created_event(order, event_id, request_id))
+        with self.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                row = connection.execute(
+                    _PLACE_IN_ONE_STATEMENT,
+                    {
+                        "slot": self._choose(self.slot_count),
+                        "satoshis": satoshis,
+                        "id": order.id,
+                        "key": request.idempotence_key,
+                        "currency": request.currency.value,
+                        "amount": request.amount,
+                        "exchange_rate": exchange_rate,
+                        "bitcoin_amount": order.bitcoin_amount,
+                        "request_id": request_id,
+                        "event_id": event_id,
+                        "routing_key": EVENT_TYPE,
+                        **{f"payload_{index}": part for index, part in enumerate(payload)},
+                    },
+                ).one()
+            except IntegrityError as error:
+                diag = getattr(error.orig, "diag", None)
+                if diag is None or diag.constraint_name != _IDEMPOTENCE_KEY_CONSTRAINT:
+                    raise
+                # A concurrent request stored this key first (and committed): a replay.
+                existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
+                return _order_from_row(existing), False
+        if row.replayed_sequence is not None:
+            return _order_from_row(row, sequence=row.replayed_sequence, created_at=row.replayed_created_at), False
+        if row.sequence is None:
+            return None
+        return replace(order, sequence=row.sequence, created_at=row.created_at), True
+
+    def _place_taking_from_all_slots(
+        self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None
     ) -> tuple[BuyOrder, bool]:
+        """The slow path: one transaction that locks every slot, stores the order and spreads what is left."""
         order_id = uuid.uuid4()
         bitcoin_amount = money.satoshis_to_btc(satoshis)
         with self.engine.begin() as connection:
+            slots = connection.execute(_LOCK_ALL_SLOTS).all()
             inserted = connection.execute(
                 _INSERT_ORDER,
                 {
@@ -116,7 +208,14 @@ class WriteModel:
             if inserted is None:
                 existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
                 return _order_from_row(existing), False
-            take(connection, satoshis)
+            total = sum(row.remaining_satoshis for row in slots)
+            if total < satoshis:
+                # Raised inside the transaction: it rolls back, the order with it; the key stays unused.
+                raise BtcCapExceeded(requested=bitcoin_amount, available=money.satoshis_to_btc(total))
+            parts = cap.spread(total - satoshis, len(slots))
+            connection.execute(
+                _SET_SLOT, [{"slot": row.slot, "remaining": part} for row, part in zip(slots, parts, strict=True)]
+            )
             order = BuyOrder(
                 id=order_id,
                 sequence=inserted.sequence,
@@ -139,24 +238,6 @@ class WriteModel:
                 },
             )
         return order, True
-
-    def _take_from_one_slot(self, connection: Connection, satoshis: int) -> None:
-        slot = self._choose(self.slot_count)
-        if connection.execute(_TAKE_FROM_SLOT, {"slot": slot, "satoshis": satoshis}).rowcount != 1:
-            # The failed UPDATE may still hold the slot's row lock (Postgres locks the
-            # newest row version before re-checking the condition): give up this
-            # transaction rather than lock other slots while holding it.
-            raise _SlotTooLow
-
-    def _take_from_all_slots(self, connection: Connection, satoshis: int) -> None:
-        slots = connection.execute(_LOCK_ALL_SLOTS).all()
-        total = sum(row.remaining_satoshis for row in slots)
-        if total < satoshis:
-            raise BtcCapExceeded(requested=money.satoshis_to_btc(satoshis), available=money.satoshis_to_btc(total))
-        parts = cap.spread(total - satoshis, len(slots))
-        connection.execute(
-            _SET_SLOT, [{"slot": row.slot, "remaining": part} for row, part in zip(slots, parts, strict=True)]
-        )
 
     def ensure_cap(self, cap_satoshis: int) -> None:
         """Make the ledger hold `cap_satoshis` across `slot_count` slots.
@@ -192,15 +273,32 @@ class WriteModel:
         return money.satoshis_to_btc(cap_satoshis), money.satoshis_to_btc(int(left))
 
 
-class _SlotTooLow(Exception):
-    """The chosen slot cannot cover the order; retry locking every slot."""
+def _payload_around_standins(payload: str) -> tuple[str, str, str, str]:
+    """Split an event rendered with the stand-in `created_at` and `sequence` into the four texts
+    around them: `[0] created_at [1] created_at [2] sequence [3]`.
+
+    Keys and the quotes around the stand-in are part of what is searched for, so a client's
+    text (a request id) cannot be mistaken for them: JSON escapes every quote inside a string.
+    """
+    stamp = format_timestamp(_CREATED_AT_STANDIN)
+    head, occurred, rest = payload.partition(f'"occurred_at":"{stamp}"')
+    middle, created, rest = rest.partition(f'"created_at":"{stamp}"')
+    ending = f',"sequence":{_SEQUENCE_STANDIN}}}}}'
+    if not occurred or not created or not rest.endswith(ending):
+        raise RuntimeError("the buy_order.created event no longer has the shape the write model splices into")
+    return (
+        f'{head}"occurred_at":"',
+        f'"{middle}"created_at":"',
+        f'"{rest[: -len(ending)]},"sequence":',
+        "}}",
+    )
 
 
-def _order_from_row(row: Row[Any]) -> BuyOrder:
+def _order_from_row(row: Row[Any], sequence: int | None = None, created_at: datetime | None = None) -> BuyOrder:
     return BuyOrder(
         id=row.id,
-        sequence=row.sequence,
-        created_at=row.created_at,
+        sequence=row.sequence if sequence is None else sequence,
+        created_at=row.created_at if created_at is None else created_at,
         currency=Currency(row.currency),
         amount=row.amount,
         exchange_rate=row.exchange_rate,

@@ -775,8 +775,8 @@ def main() -> int:
             for c in args.clients:
                 out["a"][c] = pgbench(f"(a) {round_name}", db_url(write_db), "project.sql", c, args.seconds)
                 out["b"][c] = pgbench(f"(b) {round_name}", db_url(write_db), "naive.sql", c, args.seconds)
-                if c == 32:  # a proposal, not a ceiling: the same write in one statement
-                    out["c"][c] = pgbench(f"(c) {round_name}", db_url(write_db), "one_statement.sql", c, args.seconds)
+                if c == 32:  # for the record, not a ceiling: the write before the one-statement tuning
+                    out["c"][c] = pgbench(f"(c) {round_name}", db_url(write_db), "five_statements.sql", c, args.seconds)
             return out
 
         # The cap slots hold the BTC_CAP the service sets at start (21,000,000 BTC) - enough for pgbench.
@@ -1185,10 +1185,10 @@ def report(r: dict[str, Any], info: dict[str, str], args: argparse.Namespace, na
         one = (r["pgbench_before"]["c"][32].tps + r["pgbench_after"]["c"][32].tps) / 2
         w("")
         w(
-            f"A measured proposal: the same write in one statement (`bench/pgbench/one_statement.sql`, data-modifying CTEs, "
-            f"one round trip instead of five) runs at {one:,.0f} tx/s at 32 clients (before / after: "
+            f"For the record: the write as it was before the one-statement tuning (`bench/pgbench/five_statements.sql`, "
+            f"BEGIN, three statements, COMMIT: five round trips) runs at {one:,.0f} tx/s at 32 clients (before / after: "
             f"{r['pgbench_before']['c'][32].tps:,.0f} / {r['pgbench_after']['c'][32].tps:,.0f}), "
-            f"{one / r['pgbench_mean']['a'][32]:.2f}× the five-statement transaction (a)."
+            f"{one / r['pgbench_mean']['a'][32]:.2f}× the one statement of ceiling (a)."
         )
     errors = sum(r["put"][wk][c].non_2xx + r["put"][wk][c].socket_errors for wk in args.workers for c in clients)
     w("")
@@ -1196,8 +1196,9 @@ def report(r: dict[str, Any], info: dict[str, str], args: argparse.Namespace, na
         f"Max create rate: {max_rate:,.0f} orders/s ({best_w} workers, {best_c} clients). Non-2xx answers and socket errors "
         f"across all PUT runs: {errors}. Orders stored by the PUT runs (warm-ups included) {r['orders_stored']:,}, 2xx answers "
         f"counted by wrk {r['put_2xx']:,} (wrk does not count the answers still in flight when a run ends, so stored may "
-        "exceed answered by up to the client count per run; a replayed key would make stored fall short). The pgbench scripts are `bench/pgbench/project.sql` (insert the order with `ON CONFLICT ... "
-        "RETURNING`, take from one of 16 random cap slots, insert the outbox row with an event-sized payload) and "
+        "exceed answered by up to the client count per run; a replayed key would make stored fall short). The pgbench scripts are `bench/pgbench/project.sql` (the service's own fast-path "
+        "statement: take from one of 16 random cap slots, insert the order from that, insert the outbox row with an "
+        "event-sized payload, all in one statement with data-modifying CTEs) and "
         "`bench/pgbench/naive.sql` (`UPDATE` one cap row conditionally, insert the order), simple query protocol like "
         "the service, against the same migrated write-model database the service writes to."
     )

@@ -142,3 +142,16 @@ def test_a_closed_connection_fails_the_batch_and_the_next_round_reconnects(
     relay.close()
     assert relay.relay_once() == 4
     assert len(queued_message_ids(amqp_url)) == 6
+
+
+def relay_connections(vhost: str) -> list[str]:
+    lines = rabbitmqctl("list_connections", "vhost", "client_properties", "--no-table-headers").splitlines()
+    return [line for line in lines if line.startswith(f"{vhost}\t") and "outbox_relay" in line]
+
+
+def test_close_ends_the_connection_cleanly(write_engine: Engine, amqp_url: str, relay: Relay) -> None:
+    place_orders(write_engine, 1)
+    assert relay.relay_once() == 1
+    assert len(relay_connections(vhost_of(amqp_url))) == 1
+    relay.close()
+    assert relay_connections(vhost_of(amqp_url)) == [], "close() returns once the broker has closed the connection"

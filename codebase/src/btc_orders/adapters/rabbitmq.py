@@ -159,9 +159,13 @@ class ConfirmingPublisher:
         if not (connection.is_closed or connection.is_closing):
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 connection.close()
-        self._failure = None  # wait for the close itself, whatever failed before
-        with contextlib.suppress(PublishFailed):
-            self._run_until(lambda: connection.is_closed, CONNECT_TIMEOUT_SECONDS, "close")
+        # Run the loop until the close completes (channel first, then connection), whatever failed before.
+        ioloop = connection.ioloop
+        deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
+        while not connection.is_closed and (remaining := deadline - time.monotonic()) > 0:
+            timer = ioloop.call_later(remaining, ioloop.stop)
+            ioloop.start()
+            ioloop.remove_timeout(timer)
         self._connection = None
         with contextlib.suppress(Exception):
             connection.ioloop.close()

@@ -54,12 +54,13 @@ SECTION_START = "<!-- paging-depth:start (written by bench/paging.py) -->"
 SECTION_END = "<!-- paging-depth:end -->"
 COLUMNS = "sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key"
 
-# What the service runs (btc_orders.adapters.read_model), page_size + 1 rows for has_more.
+# The row statements of the first design (the service now aggregates stored documents over the
+# one-statement form below; "keyset via HTTP" times what it runs), page_size + 1 rows for has_more.
 SQL_SEQUENCE_OF = "SELECT sequence FROM buy_order_view WHERE id = %s"
 SQL_FIRST_PAGE = f"SELECT {COLUMNS} FROM buy_order_view ORDER BY sequence DESC LIMIT %s"
 SQL_PAGE_AFTER = f"SELECT {COLUMNS} FROM buy_order_view WHERE sequence < %s ORDER BY sequence DESC LIMIT %s"
 SQL_OFFSET = f"SELECT {COLUMNS} FROM buy_order_view ORDER BY sequence DESC LIMIT %s OFFSET %s"
-# Not what the service runs: the reference lookup and the page in one round trip. No row at
+# The reference lookup and the page in one round trip (the service's shape, minus its aggregation). No row at
 # all means an unknown reference; one all-NULL row means a known reference with nothing after it.
 SQL_ONE_STATEMENT = f"""
 SELECT page.* FROM (SELECT sequence FROM buy_order_view WHERE id = %s) AS ref
@@ -514,12 +515,15 @@ def report(
             "the first page), end to end through the service."
         ),
         (
-            "- *keyset SQL*: the statements the service runs, timed with psycopg2 from the benchmark: "
+            "- *keyset SQL*: the row statements of the first design (before the read model stored documents), "
+            "timed with psycopg2 from the benchmark: "
             "`SELECT sequence ... WHERE id = $ref`, then `... WHERE sequence < $s ORDER BY sequence DESC LIMIT 11` "
             "(the first page is one statement, `ORDER BY sequence DESC LIMIT 11`)."
         ),
         (
-            "- *keyset SQL, one statement* (not what the service runs today): the reference lookup and the page "
+            "- *keyset SQL, one statement*: the shape the service now runs, without its document aggregation "
+            "(`adapters/read_model.py` adds `string_agg` of the stored documents over these rows; the *via HTTP* "
+            "column times exactly what the service runs): the reference lookup and the page "
             "in one round trip, `(SELECT sequence ... WHERE id = $ref) ref LEFT JOIN LATERAL (... WHERE sequence "
             "< ref.sequence ORDER BY sequence DESC LIMIT 11) ON true` (no row: unknown reference)."
         ),

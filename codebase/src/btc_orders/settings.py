@@ -43,7 +43,7 @@ class BaseServiceSettings(BaseSettings):
 
 class WriteModelSettings(BaseServiceSettings):
     write_model_db_url: str = Field(alias="WRITE_MODEL_DB_URL")
-    db_pool_size: Annotated[int, Field(ge=1, le=200)] = Field(default=10, alias="DB_POOL_SIZE")
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = Field(default=20, alias="DB_POOL_SIZE")
 
     @field_validator("write_model_db_url")
     @classmethod
@@ -53,7 +53,7 @@ class WriteModelSettings(BaseServiceSettings):
 
 class ReadModelSettings(BaseServiceSettings):
     read_model_db_url: str = Field(alias="READ_MODEL_DB_URL")
-    db_pool_size: Annotated[int, Field(ge=1, le=200)] = Field(default=10, alias="DB_POOL_SIZE")
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = Field(default=20, alias="DB_POOL_SIZE")
 
     @field_validator("read_model_db_url")
     @classmethod

@@ -10,8 +10,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 import orjson
 from fastapi import FastAPI, Request
@@ -188,6 +189,15 @@ def _valid_request_id(candidate: str) -> str:
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
+_T = TypeVar("_T")
+
+
+async def probe(check: Callable[..., _T], *args: Any) -> _T:
+    """Run a blocking probe (readiness, a metrics scrape) in a thread of its own, not one of the
+    request threads (capped by `thread_limit`): a busy worker still answers its probes."""
+    return await anyio.to_thread.run_sync(check, *args, limiter=anyio.CapacityLimiter(1))
+
+
 def create_app(
     title: str,
     description: str,
@@ -232,8 +242,8 @@ def create_app(
         return json_response({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics_endpoint() -> Response:
-        body, content_type = metrics.exposition()
+    async def metrics_endpoint() -> Response:
+        body, content_type = await probe(metrics.exposition)  # the cap gauges read the database
         return Response(body, media_type=content_type)
 
     return app

@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psycopg2
+import psycopg2.extensions
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Suite
@@ -144,3 +147,38 @@ def test_one_request_id_is_on_the_log_lines_of_every_process_that_handled_the_or
     assert "http_request" in events(suite.service("btc_price"))
     assert "event_published" in events(suite.service("outbox_relay"))
     assert "event_applied" in events(sync)
+
+
+def test_a_worker_whose_request_threads_are_all_busy_still_answers_its_probes(suite: Suite) -> None:
+    """Requests hold the worker's only thread (`DB_POOL_SIZE=1`), stuck on cap slots another
+    transaction has locked; `/healthz`, `/metrics` and `/readyz` must still answer."""
+    suite.start("btc_price")
+    create = suite.start("create_buy_order", DB_POOL_SIZE="1")
+    body = {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())}
+    locker = psycopg2.connect(suite.databases.write_url.replace("+psycopg2", ""))
+    try:
+        with locker.cursor() as cursor:
+            cursor.execute("SELECT slot FROM cap_slot FOR UPDATE")  # every slot, held until rollback
+        with ThreadPoolExecutor(3) as pool:
+            stuck = [pool.submit(httpx.put, f"{create.url}/buy_order", json=body, timeout=30) for _ in range(3)]
+            wait_until(lambda: locked_waiters(locker) >= 1, timeout=10)
+            assert not any(future.done() for future in stuck)
+            assert httpx.get(f"{create.url}/healthz", timeout=2).status_code == 200
+            scraped = httpx.get(f"{create.url}/metrics", timeout=8)  # the cap gauges wait for the pool (3 s)
+            assert scraped.status_code == 200 and "http_requests_total" in scraped.text
+            ready = httpx.get(f"{create.url}/readyz", timeout=8)  # answered, if only to say the pool is busy
+            assert ready.status_code in (200, 503)
+            assert ready.json()["checks"]["btc_price"] is True
+            locker.rollback()
+            assert sorted(future.result().status_code for future in stuck) == [200, 200, 201]
+    finally:
+        locker.close()
+
+
+def locked_waiters(connection: psycopg2.extensions.connection) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        (count,) = cursor.fetchone()
+    return int(count)

@@ -6,7 +6,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from btc_orders import logs, metrics, web
@@ -40,8 +39,8 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
 
     async def readiness() -> dict[str, bool]:
         return {
-            "write_model": await run_in_threadpool(db.ping, engine),
-            "btc_price": await run_in_threadpool(prices.ping),
+            "write_model": await web.probe(db.ping, engine),
+            "btc_price": await web.probe(prices.ping),
         }
 
     app = web.create_app(

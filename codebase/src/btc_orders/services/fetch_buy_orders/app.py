@@ -6,7 +6,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import FastAPI, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -38,7 +37,7 @@ def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
         engine.dispose()
 
     async def readiness() -> dict[str, bool]:
-        return {"read_model": await run_in_threadpool(db.ping, engine)}
+        return {"read_model": await web.probe(db.ping, engine)}
 
     app = web.create_app(
         "fetch_buy_orders",

@@ -9,11 +9,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from btc_orders.adapters import db
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain import money
 from btc_orders.domain.errors import BtcCapExceeded
 from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.events import created_event, parse_created_event
+from tests.support.services import Databases
 
 RATE = Decimal("100000.00")  # 1 USD = 0.00001 BTC = 1,000 satoshis
 
@@ -118,8 +120,35 @@ def test_changing_the_cap_keeps_what_orders_use(write_engine: Engine) -> None:
 
 @pytest.mark.parametrize("round_", range(3))
 def test_racing_orders_never_take_the_total_above_the_cap(write_engine: Engine, round_: int) -> None:
+    race_to_the_cap(model(write_engine, "0.01"), write_engine, round_)
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_racing_orders_on_the_services_autocommit_engine_never_take_the_total_above_the_cap(
+    databases: Databases, round_: int
+) -> None:
+    """The same race on an engine like create_buy_order's: autocommit, transactions only where needed."""
+    engine = db.create_engine(databases.write_url, pool_size=40, autocommit=True)
+    try:
+        write_model = WriteModel(engine, 16, engine_autocommit=True)
+        write_model.ensure_cap(money.btc_to_satoshis(Decimal("0.01")))
+        race_to_the_cap(write_model, engine, round_)
+    finally:
+        engine.dispose()
+
+
+def test_racing_the_same_key_on_the_services_autocommit_engine_stores_one_order(databases: Databases) -> None:
+    engine = db.create_engine(databases.write_url, pool_size=40, autocommit=True)
+    try:
+        write_model = WriteModel(engine, 16, engine_autocommit=True)
+        write_model.ensure_cap(money.btc_to_satoshis(Decimal("100")))
+        race_one_key(write_model, engine)
+    finally:
+        engine.dispose()
+
+
+def race_to_the_cap(write_model: WriteModel, engine: Engine, round_: int) -> None:
     # 0.01 BTC cap; 64 threads race orders of random sizes over 16 slots.
-    write_model = model(write_engine, "0.01")
     sizes = [f"{(i * 37 + round_ * 11) % 90 + 10}.00" for i in range(200)]
     start = threading.Barrier(64)
 
@@ -134,7 +163,7 @@ def test_racing_orders_never_take_the_total_above_the_cap(write_engine: Engine, 
 
     with ThreadPoolExecutor(64) as pool:
         results = list(pool.map(place, range(len(sizes))))
-    used, left = ledger_total(write_engine)
+    used, left = ledger_total(engine)
     assert used + left == 1_000_000
     assert used <= 1_000_000
     assert any(results) and not all(results)
@@ -145,7 +174,10 @@ def test_racing_orders_never_take_the_total_above_the_cap(write_engine: Engine, 
 
 
 def test_racing_the_same_key_stores_one_order(write_engine: Engine) -> None:
-    write_model = model(write_engine, "100")
+    race_one_key(model(write_engine, "100"), write_engine)
+
+
+def race_one_key(write_model: WriteModel, engine: Engine) -> None:
     request = order("25.00")
     start = threading.Barrier(32)
 
@@ -158,7 +190,7 @@ def test_racing_the_same_key_stores_one_order(write_engine: Engine) -> None:
         results = list(pool.map(place, range(32)))
     assert len({order_id for order_id, _ in results}) == 1
     assert sum(created for _, created in results) == 1
-    with write_engine.connect() as connection:
+    with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 1
 
 

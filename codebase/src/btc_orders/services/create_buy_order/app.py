@@ -20,8 +20,11 @@ from btc_orders.web import ErrorBody
 
 
 def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
-    engine = engine_at_schema(settings.write_model_db_url, settings.db_pool_size, "create_buy_order", "write_model")
-    write_model = WriteModel(engine, settings.cap_ledger_slots)
+    # Autocommit: an order is one statement on the fast path (see WriteModel).
+    engine = engine_at_schema(
+        settings.write_model_db_url, settings.db_pool_size, "create_buy_order", "write_model", autocommit=True
+    )
+    write_model = WriteModel(engine, settings.cap_ledger_slots, engine_autocommit=True)
     write_model.ensure_cap(settings.btc_cap_satoshis)
     metrics.register(metrics.CapCollector(write_model.cap_status))
     prices = BtcPriceClient(

@@ -1,0 +1,30 @@
+"""Which database errors are an outage (a 503 the client may retry) and which are bugs."""
+
+import psycopg2
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from btc_orders.adapters.db import unavailable_on_outage
+from btc_orders.domain.errors import ServiceUnavailable
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError("SELECT 1", {}, psycopg2.OperationalError("server closed the connection unexpectedly")),
+        # raised unwrapped by the pool when it resets a connection the server has just dropped
+        psycopg2.OperationalError("server closed the connection unexpectedly"),
+        PoolTimeout("QueuePool limit of size 20 overflow 0 reached"),
+    ],
+    ids=["wrapped", "unwrapped at checkin", "pool exhausted"],
+)
+def test_a_lost_connection_or_an_empty_pool_is_a_503(error: Exception) -> None:
+    with pytest.raises(ServiceUnavailable, match="write-model database"), unavailable_on_outage("write-model"):
+        raise error
+
+
+def test_a_constraint_violation_is_not_an_outage() -> None:
+    error = IntegrityError("INSERT", {}, psycopg2.IntegrityError("duplicate key"))
+    with pytest.raises(IntegrityError), unavailable_on_outage("write-model"):
+        raise error

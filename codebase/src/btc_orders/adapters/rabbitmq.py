@@ -202,12 +202,13 @@ class ConfirmingPublisher:
     def _on_confirm(self, frame: pika.frame.Method[Any]) -> None:
         method = frame.method
         tag = method.delivery_tag
+        pending = len(self._unconfirmed)
         if method.multiple:
-            self._unconfirmed = {pending for pending in self._unconfirmed if pending > tag}
+            self._unconfirmed = {unconfirmed for unconfirmed in self._unconfirmed if unconfirmed > tag}
         else:
             self._unconfirmed.discard(tag)
         if isinstance(method, pika.spec.Basic.Nack):
-            self._rejected += 1
+            self._rejected += pending - len(self._unconfirmed)  # one nack may refuse many messages
         self._stop_loop()
 
     def _on_return(self, _channel: Channel, _method: Any, _properties: Any, _body: bytes) -> None:

@@ -5,15 +5,7 @@
 # Loopback only; writes docs/benchmarks.md and docs/img/bench_*.png (see bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-if [[ ! -x $PY ]]; then
-    echo "no $PY: create the venv first (python3 -m venv .venv && .venv/bin/pip install -e codebase)" >&2
-    exit 2
-fi
-if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
-    echo "installing bench/requirements.txt into .venv" >&2
-    "$PY" -m pip install --quiet -r bench/requirements.txt
-fi
+source bench/venv.sh
 if [[ ! -x .venv/bin/py-spy ]]; then
     echo "installing py-spy into .venv (the create-path profile)" >&2
     "$PY" -m pip install --quiet py-spy==0.4.3 || echo "py-spy unavailable: the report will have no profile" >&2

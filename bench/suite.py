@@ -610,6 +610,16 @@ def simplify_frame(frame: str) -> str:
 # Plots
 
 
+def save(figure: Any, img: Path, name: str) -> str:
+    """Write the figure as img/name, close it, return the name."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(img / name)
+    plt.close(figure)
+    return name
+
+
 def plots(results: dict[str, Any], img: Path, quick: bool) -> dict[str, str]:
     import matplotlib
 
@@ -636,10 +646,7 @@ def plots(results: dict[str, Any], img: Path, quick: bool) -> dict[str, str]:
     axis.set_title("Create throughput against concurrency, with the database ceilings of the same run")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    names["throughput"] = f"bench_throughput{suffix}.png"
-    figure.savefig(img / names["throughput"])
-    plt.close(figure)
+    names["throughput"] = save(figure, img, f"bench_throughput{suffix}.png")
 
     # Latency percentiles
     figure, axis = plt.subplots(figsize=(9, 5.5), dpi=110)
@@ -654,10 +661,7 @@ def plots(results: dict[str, Any], img: Path, quick: bool) -> dict[str, str]:
     axis.set_title(f"Latency at half the max create rate ({results['half_rate']:.0f} orders/s, open loop)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    names["latency"] = f"bench_latency{suffix}.png"
-    figure.savefig(img / names["latency"])
-    plt.close(figure)
+    names["latency"] = save(figure, img, f"bench_latency{suffix}.png")
 
     # Lag over time
     figure, axis = plt.subplots(figsize=(9, 5.5), dpi=110)
@@ -672,10 +676,7 @@ def plots(results: dict[str, Any], img: Path, quick: bool) -> dict[str, str]:
     axis.set_title(f"Projection lag over time at {results['half_rate']:.0f} orders/s")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    names["lag"] = f"bench_lag{suffix}.png"
-    figure.savefig(img / names["lag"])
-    plt.close(figure)
+    names["lag"] = save(figure, img, f"bench_lag{suffix}.png")
 
     # Drain
     figure, axis = plt.subplots(figsize=(9, 4.5), dpi=110)
@@ -685,10 +686,7 @@ def plots(results: dict[str, Any], img: Path, quick: bool) -> dict[str, str]:
     axis.set_ylabel("events in the read model")
     axis.set_title(f"read_model_sync draining a queue of {results['drain_events']:,} events")
     axis.grid(True, alpha=0.3)
-    figure.tight_layout()
-    names["drain"] = f"bench_drain{suffix}.png"
-    figure.savefig(img / names["drain"])
-    plt.close(figure)
+    names["drain"] = save(figure, img, f"bench_drain{suffix}.png")
     return names
 
 

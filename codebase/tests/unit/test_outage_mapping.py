@@ -15,9 +15,10 @@ from btc_orders.domain.errors import ServiceUnavailable
         OperationalError("SELECT 1", {}, psycopg2.OperationalError("server closed the connection unexpectedly")),
         # raised unwrapped by the pool when it resets a connection the server has just dropped
         psycopg2.OperationalError("server closed the connection unexpectedly"),
+        psycopg2.InterfaceError("connection already closed"),
         PoolTimeout("QueuePool limit of size 20 overflow 0 reached"),
     ],
-    ids=["wrapped", "unwrapped at checkin", "pool exhausted"],
+    ids=["wrapped", "unwrapped at checkin", "unwrapped, already closed", "pool exhausted"],
 )
 def test_a_lost_connection_or_an_empty_pool_is_a_503(error: Exception) -> None:
     with pytest.raises(ServiceUnavailable, match="write-model database"), unavailable_on_outage("write-model"):

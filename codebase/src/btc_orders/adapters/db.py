@@ -104,8 +104,9 @@ def unavailable_on_outage(database: str) -> Iterator[None]:
         if isinstance(error, OperationalError) or error.connection_invalidated:
             raise ServiceUnavailable(f"the {database} database is unavailable; retry shortly") from error
         raise
-    except psycopg2.OperationalError as error:
-        # Unwrapped: raised while the pool takes a connection back (resetting its isolation level)
-        # when the server has just dropped it. The work before may have been done; the client's
-        # retry with the same idempotence key is answered with it.
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+        # Unwrapped: from work on a raw pooled connection (`engine.raw_connection()`), or raised
+        # while the pool takes a connection back (resetting its isolation level) when the server
+        # has just dropped it. The work before may have been done; the client's retry with the
+        # same idempotence key is answered with it.
         raise ServiceUnavailable(f"the {database} database is unavailable; retry shortly") from error

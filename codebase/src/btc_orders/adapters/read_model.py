@@ -16,7 +16,7 @@ import psycopg2
 from sqlalchemy import Connection, Engine, text
 
 from btc_orders.adapters.db import unavailable_on_outage
-from btc_orders.domain.errors import OrderNotFound, ServiceUnavailable, UnknownReference
+from btc_orders.domain.errors import OrderNotFound, UnknownReference
 from btc_orders.domain.orders import format_timestamp
 
 # Orders are immutable, so applying an event twice must change nothing: the
@@ -65,8 +65,6 @@ _PAGE_AFTER = text(
     """
 )
 _ONE = text("SELECT document FROM buy_order_view WHERE id = :id")
-
-_UNAVAILABLE = "the read-model database is unavailable; retry shortly"  # as `unavailable_on_outage` says
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,26 +129,21 @@ class ReadModel:
         connection lost with the server is discarded, and the pool with it (the others died
         too), as SQLAlchemy does on a disconnect.
         """
-        try:
-            with unavailable_on_outage("read-model"):  # an exhausted pool: 503
-                connection = self.engine.raw_connection()
-        except psycopg2.OperationalError as error:  # refused (unwrapped: no SQLAlchemy `Connection` here)
-            raise ServiceUnavailable(_UNAVAILABLE) from error
-        try:
-            cursor = connection.cursor()
-            cursor.execute(statement, parameters)
-            row: tuple[Any, ...] | None = cursor.fetchone()
-            cursor.close()
-            return row
-        except psycopg2.Error as error:
-            if getattr(connection.dbapi_connection, "closed", 1):  # lost, not just refused
-                connection.invalidate(error)
-                self.engine.dispose(close=False)
-            if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-                raise ServiceUnavailable(_UNAVAILABLE) from error
-            raise
-        finally:
-            connection.close()
+        with unavailable_on_outage("read-model"):  # refused, lost or an exhausted pool: 503
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(statement, parameters)
+                row: tuple[Any, ...] | None = cursor.fetchone()
+                cursor.close()
+                return row
+            except psycopg2.Error as error:
+                if getattr(connection.dbapi_connection, "closed", 1):  # lost, not just refused
+                    connection.invalidate(error)
+                    self.engine.dispose(close=False)
+                raise
+            finally:
+                connection.close()
 
 
 def resource(order: Mapping[str, Any]) -> dict[str, Any]:

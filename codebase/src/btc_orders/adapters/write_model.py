@@ -121,7 +121,6 @@ class WriteModel:
         connection costs a call into libpq on checkout and again on return (10% of the create
         path's time in the profile when every order switched).
         """
-        self.engine = engine
         self._statements: Engine
         self._transactions: Engine
         if engine_autocommit:

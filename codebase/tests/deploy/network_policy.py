@@ -69,13 +69,19 @@ class NetworkPolicies:
         ]
 
     def allows(self, source: Pod, destination: Peer, port: int, protocol: str = "TCP") -> bool:
-        """May `source` open a connection to `destination` on `port`?"""
-        ports = destination.ports if isinstance(destination, Pod) else {}
-        if not self._permits(source, "egress", destination, port, protocol, ports):
+        """May `source` open a connection to `destination` on `port`? (Both ends agree.)"""
+        if not self.sends(source, destination, port, protocol):
             return False
-        if isinstance(destination, Address):
-            return True
-        return self._permits(destination, "ingress", source, port, protocol, ports)
+        return isinstance(destination, Address) or self.accepts(destination, source, port, protocol)
+
+    def sends(self, source: Pod, destination: Peer, port: int, protocol: str = "TCP") -> bool:
+        """Does the sender's side (its egress) let the connection out?"""
+        ports = destination.ports if isinstance(destination, Pod) else {}
+        return self._permits(source, "egress", destination, port, protocol, ports)
+
+    def accepts(self, destination: Pod, source: Peer, port: int, protocol: str = "TCP") -> bool:
+        """Does the receiver's side (its ingress) let the connection in?"""
+        return self._permits(destination, "ingress", source, port, protocol, destination.ports)
 
     def isolated(self, pod: Pod, direction: str) -> bool:
         """Is `pod` selected by a policy for `direction` ("ingress" or "egress")?"""

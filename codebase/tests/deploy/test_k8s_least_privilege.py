@@ -246,9 +246,12 @@ def test_every_pod_of_the_suite_is_isolated_both_ways(rendered: tuple[Object, ..
         assert net.policies.isolated(pod, "ingress") and net.policies.isolated(pod, "egress"), name
         for port in {*pod.ports.values(), 22, 80}:
             assert not net.policies.allows(net.others["stranger here"], pod, port), f"{name}:{port} is open"
-        for port in (22, 80, 443, 5432, 8080):
+        for port in (22, 80, 443, 5432, 5672, 8080):
             assert not net.policies.allows(pod, net.others["stranger elsewhere"], port), f"{name} reaches out on {port}"
             assert not net.policies.allows(pod, net.others["stranger here"], port), f"{name} reaches a neighbour"
+            for address in PRIVATE + PUBLIC:
+                may = name == "btc-price" and port == 443 and address in PUBLIC  # Coinbase
+                assert net.policies.allows(pod, address, port) == may, f"{name} -> {address.ip}:{port}"
 
 
 def test_only_create_buy_order_reaches_btc_price(rendered: tuple[Object, ...]) -> None:
@@ -257,6 +260,11 @@ def test_only_create_buy_order_reaches_btc_price(rendered: tuple[Object, ...]) -
     (port,) = btc_price.ports.values()
     # Prometheus scrapes /metrics on the same port; NetworkPolicy sees ports, not paths.
     assert net.reaching(btc_price, port) == {"create-buy-order", "prometheus"}
+    # Each end holds alone: btc-price's ingress admits no one else, and no other pod of the
+    # suite may even send to it.
+    accepted = {name for name, pod in net.everyone.items() if net.policies.accepts(btc_price, pod, port)}
+    assert accepted == {"create-buy-order", "prometheus"}
+    assert {name for name, pod in net.suite.items() if net.policies.sends(pod, btc_price, port)} == {"create-buy-order"}
     for other in (9100, 8777, 443):
         assert not net.reaching(btc_price, other), f"btc-price:{other}"
     url = urlsplit(net.envs["create-buy-order"]["BTC_PRICE_URL"].value)
@@ -281,6 +289,8 @@ def test_each_backing_service_accepts_exactly_the_processes_that_use_it(rendered
         service, port = net.backing_service(key)
         reaching = net.suite_reaching(service, port)
         assert reaching == users, f"{key}: {service.namespace}/{service.labels[NAME]}:{port} is reached by {reaching}"
+        senders = {name for name, pod in net.suite.items() if net.policies.sends(pod, service, port)}
+        assert senders == users, f"{key}: the egress side alone lets {senders} out to it"
         for address in PRIVATE + PUBLIC:
             assert not net.suite_reaching(address, port), f"{key}: {address}:{port} is reachable"
 
@@ -294,6 +304,8 @@ def test_in_cluster_backing_services_refuse_everyone_else() -> None:
         assert service.namespace == "btc-data", key
         assert net.policies.isolated(service, "ingress"), f"{key}: its pods accept anyone"
         assert net.reaching(service, port) == users, key
+        accepted = {name for name, pod in net.everyone.items() if net.policies.accepts(service, pod, port)}
+        assert accepted == users, f"{key}: the service's ingress side alone admits {accepted}"
         # The ingress side holds alone too: a pod of the suite's namespace that bypasses the
         # egress policies (not labelled as the suite's) is refused by the service.
         impostor = Pod("impostor", app_namespace(objects), {NAME: "debug-shell"}, "10.244.1.99")

@@ -73,6 +73,11 @@ def data_of(objects: tuple[Object, ...], kind: str, name: str) -> dict[str, str]
     return dict(values)
 
 
+def config_map_name(objects: tuple[Object, ...]) -> str:
+    (name,) = [o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"]
+    return str(name)
+
+
 def environment(objects: tuple[Object, ...], container: Object) -> dict[str, Setting]:
     """The variables the container starts with (envFrom first, then env, which wins)."""
     env: dict[str, Setting] = {}
@@ -127,7 +132,7 @@ def test_each_process_is_given_the_settings_it_reads_and_no_others(rendered: tup
         assert not missing, f"{name} lacks settings it cannot start without: {sorted(missing)}"
         # A value the operator configured must reach every process that reads it, or that
         # process would silently run on the code's default instead.
-        ignored = (reads(name) | extra) & configured - set(env)
+        ignored = ((reads(name) | extra) & configured) - set(env)
         assert not ignored, f"{name} reads {sorted(ignored)}, set in the ConfigMap, but is not given them"
 
 
@@ -155,11 +160,6 @@ def test_a_pod_references_only_secrets_whose_every_key_it_reads(rendered: tuple[
             for secret in referenced:
                 unread = set(data_of(rendered, "Secret", secret)) - reads(name)
                 assert not unread, f"{name} references Secret {secret}, which also holds {sorted(unread)}"
-
-
-def config_map_name(objects: tuple[Object, ...]) -> str:
-    (name,) = [o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"]
-    return str(name)
 
 
 # --- The network: pods, addresses, and what the policies allow ------------------------------
@@ -222,10 +222,15 @@ class Network:
         (url,) = {env[key].value for env in self.envs.values() if key in env}
         parts = urlsplit(url)
         assert parts.hostname, url
-        labels = parts.hostname.split(".")  # <service>[.<namespace>[.svc.cluster.local]]
-        namespace = labels[1] if len(labels) > 1 else app_namespace_of(self.suite)
+        namespace = namespace_of_host(parts.hostname, app_namespace_of(self.suite))
         pod = Pod(SERVICE_LABEL[key], namespace, {NAME: SERVICE_LABEL[key]}, "10.244.2.10")
         return pod, parts.port or DEFAULT_PORT[parts.scheme]
+
+
+def namespace_of_host(host: str, own: str) -> str:
+    """The namespace of a Service's DNS name: <service>[.<namespace>[.svc.cluster.local]]."""
+    parts = host.split(".")
+    return parts[1] if len(parts) > 1 else own
 
 
 def app_namespace_of(suite: dict[str, Pod]) -> str:
@@ -346,8 +351,7 @@ def test_the_processes_that_log_to_fluentd_may_reach_it_and_only_then(rendered: 
     net = network(rendered)
     for name, env in net.envs.items():
         host, port = env["FLUENTD_HOST"].value, int(env["FLUENTD_PORT"].value)
-        parts = host.split(".")
-        namespace = parts[1] if len(parts) > 1 else app_namespace_of(net.suite)
+        namespace = namespace_of_host(host, app_namespace_of(net.suite))
         fluentd = Pod("fluentd", namespace, {NAME: "fluentd"}, "10.244.2.20")
         assert net.policies.allows(net.suite[name], fluentd, port) == bool(host), f"{name}: FLUENTD_HOST={host!r}"
 

@@ -15,13 +15,17 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import orjson
+import psycopg2
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from btc_orders import logs, metrics
+from btc_orders.adapters import db
 from btc_orders.domain import errors, money
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,14 @@ async def _http_error_handler(request: Request, error: Exception) -> Response:
     response = error_response(error.status_code, code, str(error.detail))
     response.headers.update(error.headers or {})
     return response
+
+
+async def _database_error_handler(request: Request, error: Exception) -> Response:
+    """A database error that no adapter turned into a domain error: a 503 if it is an outage
+    (`db.is_outage`, by its SQLSTATE), else a bug (500)."""
+    if db.is_outage(error):
+        return await _domain_error_handler(request, errors.ServiceUnavailable(db.outage_message("service's", error)))
+    return await _unexpected_error_handler(request, error)
 
 
 async def _unexpected_error_handler(_request: Request, error: Exception) -> Response:
@@ -224,6 +236,8 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, service=title)
     app.add_exception_handler(errors.DomainError, _domain_error_handler)
     app.add_exception_handler(HTTPException, _http_error_handler)
+    for database_error in (DBAPIError, PoolTimeout, psycopg2.Error):
+        app.add_exception_handler(database_error, _database_error_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")

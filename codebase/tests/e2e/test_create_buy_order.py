@@ -315,3 +315,22 @@ def test_a_replay_is_answered_while_no_rate_can_be_had(suite: Suite) -> None:
     replay = put(api, body)
     assert replay.status_code == 200
     assert replay.content == first.content
+
+
+def test_btc_price_answers_a_parser_bomb_with_a_remembered_503_and_the_last_good_rate(suite: Suite) -> None:
+    price = suite.start("btc_price", RATE_TTL_SECONDS="0.3", RATE_MAX_AGE_SECONDS="1.5").url
+    assert httpx.get(f"{price}/btc_price/EUR").json()["rate"] == "91234.56"
+    suite.coinbase.set("parser_bomb")
+    time.sleep(0.4)
+    young = [httpx.get(f"{price}/btc_price/EUR") for _ in range(5)]
+    assert {response.status_code for response in young} == {200}  # the last good rate, still young
+    assert {response.json()["rate"] for response in young} == {"91234.56"}
+    time.sleep(1.5)
+    calls_before, started = suite.coinbase.calls["EUR"], time.monotonic()
+    refused = [httpx.get(f"{price}/btc_price/EUR") for _ in range(20)]
+    elapsed = time.monotonic() - started
+    assert {response.status_code for response in refused} == {503}
+    assert {response.json()["detail"]["code"] for response in refused} == {"rate_unavailable"}
+    assert all(int(response.headers["retry-after"]) >= 1 for response in refused)
+    # the failure is remembered for the TTL: at most one upstream call per TTL, not one per request
+    assert suite.coinbase.calls["EUR"] - calls_before <= 1 + elapsed / 0.3

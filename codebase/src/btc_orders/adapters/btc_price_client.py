@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
+import orjson
 
 from btc_orders import logs
 from btc_orders.domain import money
@@ -91,12 +92,12 @@ class BtcPriceClient:
                 retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None,
             )
         try:
-            document = response.json()
+            document = orjson.loads(response.content)  # bounded depth: never a RecursionError
             rate = money.parse_rate(document["rate"])
             fetched_at = datetime.fromisoformat(document["fetched_at"])
+            age = _age(fetched_at)  # a naive timestamp is a TypeError here
         except (ValueError, KeyError, TypeError, money.MoneyError):
             raise RateUnavailable("the btc_price service answered something unusable") from None
-        age = _age(fetched_at)
         if age > self.max_age_seconds:
             raise RateUnavailable(f"the {currency.value} rate is {age:.0f} s old, too old to price an order")
         return rate, fetched_at

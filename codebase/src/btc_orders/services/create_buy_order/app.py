@@ -1,6 +1,5 @@
 """create_buy_order HTTP API: `PUT /buy_order` (port 8777)."""
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -14,7 +13,12 @@ from btc_orders.adapters.btc_price_client import BtcPriceClient
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.services import engine_at_schema
 from btc_orders.services.create_buy_order.handler import place_buy_order
-from btc_orders.services.create_buy_order.schemas import BuyOrderRequest, BuyOrderResource, ExactJsonRoute
+from btc_orders.services.create_buy_order.schemas import (
+    BuyOrderRequest,
+    BuyOrderResource,
+    ExactJsonRoute,
+    IdempotencyKeyHeader,
+)
 from btc_orders.settings import CreateBuyOrderSettings
 from btc_orders.web import ErrorBody
 
@@ -54,7 +58,9 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
         lifespan,
         thread_limit=settings.db_pool_size,  # one connection per request thread, no more
     )
-    router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"])
+    # strict_content_type=False: a body without a Content-Type is read as JSON (ExactJsonRoute
+    # answers any other media type with a 415)
+    router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"], strict_content_type=False)
 
     @router.put(
         "/buy_order",
@@ -66,6 +72,7 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
             400: {"model": ErrorBody, "description": "`Idempotency-Key` header and body key differ"},
             409: {"model": ErrorBody, "description": "`btc_cap_exceeded`, with `available_btc`"},
             413: {"model": ErrorBody, "description": "`payload_too_large`: the body is over 16 KiB"},
+            415: {"model": ErrorBody, "description": "`unsupported_media_type`: send `Content-Type: application/json`"},
             422: {"description": "invalid input, or `idempotence_key_reused` with another currency or amount"},
             503: {"model": ErrorBody, "description": "`rate_unavailable` or a database outage; nothing stored"},
         },
@@ -73,7 +80,8 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
     def put_buy_order(
         body: BuyOrderRequest,
         idempotency_key: Annotated[
-            uuid.UUID | None, Header(description="alternative to the body's `idempotence_key`")
+            IdempotencyKeyHeader,
+            Header(description="alternative to the body's `idempotence_key`: a UUID, bare or quoted (RFC 8941)"),
         ] = None,
     ) -> Response:
         order, created = place_buy_order(body, idempotency_key, prices, write_model, logs.request_id_var.get())

@@ -41,6 +41,13 @@ class BtcPriceClient:
             timeout=httpx.Timeout(timeout_seconds),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
         )
+        # Readiness probes get a client of their own: a storm of probes never takes a
+        # connection from the client that prices orders.
+        self._probe_client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(min(timeout_seconds, 2.0)),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        )
 
     def rate(self, currency: Currency, request_id: str | None = None) -> Decimal:
         """The current rate, never older than `max_age_seconds`; else `RateUnavailable`."""
@@ -104,12 +111,13 @@ class BtcPriceClient:
 
     def ping(self) -> bool:
         try:
-            return self._client.get("/healthz").status_code == 200
+            return self._probe_client.get("/healthz").status_code == 200
         except httpx.HTTPError:
             return False
 
     def close(self) -> None:
         self._client.close()
+        self._probe_client.close()
 
 
 def _age(fetched_at: datetime) -> float:

@@ -30,7 +30,14 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
     )
     write_model = WriteModel(engine, settings.cap_ledger_slots, engine_autocommit=True)
     write_model.ensure_cap(settings.btc_cap_satoshis)
-    metrics.register(metrics.CapCollector(write_model.cap_status))
+    # Probes (/readyz, the cap gauges of /metrics) read through connections of their own: never
+    # one of the pool the request threads hold (web.probe bounds their threads).
+    probe_engine = db.create_engine(
+        settings.write_model_db_url, web.PROBE_THREADS, "create_buy_order_probe", autocommit=True
+    )
+    metrics.register(
+        metrics.CapCollector(WriteModel(probe_engine, settings.cap_ledger_slots, engine_autocommit=True).cap_status)
+    )
     prices = BtcPriceClient(
         str(settings.btc_price_url),
         settings.btc_price_timeout_seconds,
@@ -43,10 +50,11 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
         yield
         prices.close()
         engine.dispose()
+        probe_engine.dispose()
 
     async def readiness() -> dict[str, bool]:
         return {
-            "write_model": await web.probe(db.ping, engine),
+            "write_model": await web.probe(db.ping, probe_engine),
             "btc_price": await web.probe(prices.ping),
         }
 

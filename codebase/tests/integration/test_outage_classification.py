@@ -8,9 +8,12 @@ from collections.abc import Iterator
 
 import psycopg2
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from btc_orders import web
 from btc_orders.adapters import db
 from btc_orders.domain.errors import ServiceUnavailable
 from tests.support.services import PG_ADMIN_URL, admin_connection
@@ -102,3 +105,32 @@ def test_a_read_only_database_is_told_as_such() -> None:
     assert isinstance(raw, psycopg2.InternalError)  # not an OperationalError: the class says nothing
     with pytest.raises(ServiceUnavailable, match="read-only"), db.unavailable_on_outage("write-model"):
         raise raw
+
+
+def _app_raising(code: str) -> FastAPI:
+    """An app of the suite whose one route lets a database error escape every adapter."""
+
+    async def ready() -> dict[str, bool]:
+        return {}
+
+    app = web.create_app("test", "a route that fails", ready)
+
+    @app.get("/fail")
+    def fail() -> None:
+        raise _raw(code)  # the error exactly as the database raised it
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("25006", 503), ("53300", 503), ("40P01", 503), ("42601", 500), ("23505", 500)]
+)
+def test_the_http_error_table_maps_an_escaped_database_error_by_what_it_means(code: str, status: int) -> None:
+    with TestClient(_app_raising(code), raise_server_exceptions=False) as client:
+        response = client.get("/fail")
+    assert response.status_code == status, response.text
+    if status == 503:
+        assert response.json()["detail"]["code"] == "service_unavailable"
+        assert int(response.headers["retry-after"]) >= 1
+    else:
+        assert response.json()["detail"]["code"] == "internal_error"

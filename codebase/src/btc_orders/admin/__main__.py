@@ -20,6 +20,7 @@ from btc_orders import logs, settings
 from btc_orders.adapters import db, rabbitmq
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.admin.reconcile import Report, reconcile
+from btc_orders.domain import money
 from btc_orders.services.outbox_relay.relay import Relay
 
 OK, PROBLEM, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -104,9 +105,9 @@ def status_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
     queue, dead = _queue_depths(config.amqp_url)
     cap, remaining = cap_status or (None, None)  # no ledger until create_buy_order first started
     report = {
-        "cap_btc": str(cap) if cap is not None else None,
-        "cap_used_btc": str(cap - remaining) if cap is not None and remaining is not None else None,
-        "cap_remaining_btc": str(remaining) if remaining is not None else None,
+        "cap_btc": money.format_btc(cap) if cap is not None else None,
+        "cap_used_btc": money.format_btc(cap - remaining) if cap is not None and remaining is not None else None,
+        "cap_remaining_btc": money.format_btc(remaining) if remaining is not None else None,
         "outbox_backlog": outbox.backlog,
         "outbox_oldest_unsent_age_seconds": (
             round((datetime.now(UTC) - outbox.oldest).total_seconds(), 3) if outbox.oldest else 0

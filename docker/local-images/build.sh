@@ -47,7 +47,7 @@ command -v "$DOCKER" >/dev/null 2>&1 || fail "'$DOCKER' is not on PATH: install 
 "$DOCKER" info >/dev/null 2>&1 || fail "the docker engine does not answer ('$DOCKER info' fails): start dockerd first"
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/btc-orders-local.XXXXXX")
-cleanup() { rm -rf "$work"; }
+cleanup() { rm -rf --one-file-system "$work"; }
 trap cleanup EXIT
 
 label_of() { "$DOCKER" image inspect --format "{{ index .Config.Labels \"$LABEL\" }}" "$1" 2>/dev/null || true; }
@@ -57,7 +57,7 @@ tree_sha() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "
 
 # --- The rootfs: debootstrap once, then `docker import` ------------------------------------
 build_rootfs() {
-    local key=$1 rootfs=$work/rootfs
+    local key=$1 rootfs=$work/rootfs old
     [ "$(id -u)" = 0 ] || fail "debootstrap needs root to build $ROOTFS_IMAGE (run build.sh as root)"
     command -v debootstrap >/dev/null 2>&1 || fail "debootstrap is not installed (apt-get install debootstrap)"
     say "debootstrap --variant=minbase $SUITE from $MIRROR (about a minute)"
@@ -67,6 +67,7 @@ build_rootfs() {
     }
     "$here/debian/prepare-rootfs.sh" "$rootfs" || fail "preparing the $SUITE rootfs failed"
     say "docker import $ROOTFS_IMAGE"
+    old=$(image_id "$ROOTFS_IMAGE" 2>/dev/null || true)
     tar --numeric-owner -C "$rootfs" -cf - . |
         "$DOCKER" import \
             --change 'ENV LANG=C.UTF-8' \
@@ -75,6 +76,7 @@ build_rootfs() {
             --message "debootstrap --variant=minbase $SUITE $MIRROR" \
             - "$ROOTFS_IMAGE" >&2 || fail "docker import of the $SUITE rootfs failed"
     rm -rf "$rootfs"
+    drop_replaced "$old" "$ROOTFS_IMAGE"
 }
 
 # --- One image FROM the previous ones --------------------------------------------------------
@@ -95,10 +97,20 @@ build_image() {
         return
     fi
     say "building $image ($dir/)"
-    local start=$SECONDS
+    local start=$SECONDS old
+    old=$(image_id "$image" 2>/dev/null || true)
     DOCKER_BUILDKIT=0 "$DOCKER" build --label "$LABEL=$key" --tag "$image" "$context" >&2 ||
         fail "building $image from docker/local-images/$dir failed (see the output above)"
     say "built $image in $((SECONDS - start)) s"
+    drop_replaced "$old" "$image"
+}
+
+# The image a rebuild replaced, if nothing uses it any more (docker refuses while a container or
+# a child image does, and then it stays).
+drop_replaced() {
+    if [ -n "$1" ] && [ "$1" != "$(image_id "$2")" ]; then
+        "$DOCKER" image rm "$1" >/dev/null 2>&1 || true
+    fi
 }
 
 rootfs_key=$(printf '%s %s %s\n' "$SUITE" "$MIRROR" "$(tree_sha "$here/debian")" | sha256sum | cut -d' ' -f1)

@@ -57,7 +57,7 @@ tree_sha() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "
 
 # --- The rootfs: debootstrap once, then `docker import` ------------------------------------
 build_rootfs() {
-    local key=$1 rootfs=$work/rootfs old
+    local key=$1 rootfs=$work/rootfs old start=$SECONDS
     [ "$(id -u)" = 0 ] || fail "debootstrap needs root to build $ROOTFS_IMAGE (run build.sh as root)"
     command -v debootstrap >/dev/null 2>&1 || fail "debootstrap is not installed (apt-get install debootstrap)"
     say "debootstrap --variant=minbase $SUITE from $MIRROR (about a minute)"
@@ -75,7 +75,8 @@ build_rootfs() {
             --change "LABEL $LABEL=$key" \
             --message "debootstrap --variant=minbase $SUITE $MIRROR" \
             - "$ROOTFS_IMAGE" >&2 || fail "docker import of the $SUITE rootfs failed"
-    rm -rf "$rootfs"
+    rm -rf --one-file-system "$rootfs"
+    say "built $ROOTFS_IMAGE in $((SECONDS - start)) s"
     drop_replaced "$old" "$ROOTFS_IMAGE"
 }
 

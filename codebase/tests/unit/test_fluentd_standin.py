@@ -26,7 +26,9 @@ from fluent import sender
 
 from btc_orders import logs
 
-STANDIN = Path(__file__).resolve().parents[3] / "docker" / "local-images" / "fluentd-standin" / "fluentd_standin.py"
+FOLDER = Path(__file__).resolve().parents[3] / "docker" / "local-images" / "fluentd-standin"
+STANDIN = FOLDER / "fluentd_standin.py"
+HEALTHCHECK = FOLDER / "fluentd-standin-healthcheck"  # what FLUENTD_HEALTHCHECK runs in the image
 WAIT_SECONDS = 10.0
 
 # 2026-05-28T21:46:40Z and a nanosecond part that a float would not keep.
@@ -208,7 +210,7 @@ def test_the_monitor_port_and_the_healthcheck_answer_like_monitor_agent(standin:
         assert {p["type"] for p in json.load(response)["plugins"]} >= {"forward", "file", "stdout"}
 
     def probe(port: int) -> int:
-        command = [sys.executable, str(STANDIN), "--healthcheck", "--monitor-port", str(port)]
+        command = ["bash", str(HEALTHCHECK), str(port)]
         return subprocess.run(command, capture_output=True, timeout=WAIT_SECONDS).returncode
 
     assert probe(standin.monitor_port) == 0
@@ -216,6 +218,7 @@ def test_the_monitor_port_and_the_healthcheck_answer_like_monitor_agent(standin:
         unused.bind(("127.0.0.1", 0))
         free_port = unused.getsockname()[1]
     assert probe(free_port) == 1
+    assert probe(standin.port) == 1  # something listens there, but it is not the monitor
 
 
 def test_sigterm_stops_it_cleanly_with_a_client_still_connected(standin: Standin) -> None:

@@ -12,7 +12,7 @@ docker/fluentd/fluent.conf asks of the real one:
   appends it to <log dir>/<name>.<YYYYMMDD of the event time, UTC>.log, written before the
   ack and before the next message is read (no buffering: a reader sees it at once);
 - answers GET /api/plugins.json on --monitor-port (24220, 127.0.0.1) with 200, as
-  monitor_agent does, for the healthcheck (`fluentd_standin.py --healthcheck`);
+  monitor_agent does, for the healthcheck (fluentd-standin-healthcheck, next to this file);
 - stops cleanly on SIGTERM or SIGINT (closes its sockets, exits 0).
 
 Not reproduced: buffering and retries, the shared-key handshake, TLS, the UDP heartbeat,
@@ -29,7 +29,6 @@ import os
 import re
 import signal
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -235,15 +234,6 @@ async def serve(args: argparse.Namespace) -> None:
     print("fluentd-standin: stopped", file=sys.stderr, flush=True)
 
 
-def healthcheck(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/plugins.json", timeout=5) as response:
-            return 0 if response.status == 200 else 1
-    except OSError as error:
-        print(f"fluentd-standin: not healthy: {error}", file=sys.stderr)
-        return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A stand-in for Fluentd: forward protocol in, JSON lines out.")
     parser.add_argument("--bind", default="0.0.0.0")  # every interface: it serves the cluster's network
@@ -251,10 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--monitor-bind", default="127.0.0.1")
     parser.add_argument("--monitor-port", type=int, default=24220)
     parser.add_argument("--log-dir", default="/fluentd/log")
-    parser.add_argument("--healthcheck", action="store_true", help="probe --monitor-port and exit 0 if it answers")
     args = parser.parse_args(argv)
-    if args.healthcheck:
-        return healthcheck(args.monitor_port)
     if not os.access(args.log_dir, os.W_OK):
         print(f"fluentd-standin: cannot write to {args.log_dir}", file=sys.stderr)
         return 1

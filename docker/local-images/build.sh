@@ -46,6 +46,14 @@ done
 command -v "$DOCKER" >/dev/null 2>&1 || fail "'$DOCKER' is not on PATH: install docker.io first"
 "$DOCKER" info >/dev/null 2>&1 || fail "the docker engine does not answer ('$DOCKER info' fails): start dockerd first"
 
+# One build at a time on this machine (the images are shared); a cold build takes minutes.
+lock=${TMPDIR:-/var/tmp}/btc-orders-local.lock
+exec 9>>"$lock" || fail "cannot open the lock file $lock"
+if ! flock --nonblock 9; then
+    say "waiting for another build.sh to finish (at most 30 min)"
+    flock --wait 1800 9 || fail "another build.sh still holds $lock after 30 min"
+fi
+
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/btc-orders-local.XXXXXX")
 cleanup() { rm -rf --one-file-system "$work"; }
 trap cleanup EXIT

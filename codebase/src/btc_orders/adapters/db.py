@@ -16,10 +16,46 @@ from btc_orders.domain.errors import ServiceUnavailable
 psycopg2.extras.register_uuid()  # uuid.UUID in and out of uuid columns
 
 CONNECT_TIMEOUT_SECONDS = 3
+# Every wait on a connection is bounded, so a silent network failure (packets dropped, no
+# reset) is found in seconds, not after the kernel's default of hours:
+# - the client: TCP keepalives (a dead peer found after idle 5 s + 3 probes 2 s apart) and
+#   TCP_USER_TIMEOUT (data sent but unacknowledged for 15 s fails the socket);
+# - the server: a session idle in a transaction for 15 s is ended, releasing its row locks
+#   (the relay's claimed outbox rows), and no statement runs longer than 30 s.
+IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 15
+STATEMENT_TIMEOUT_SECONDS = 30
+KEEPALIVE_ARGS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+
+
+def connect_args(
+    application_name: str,
+    idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+    statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS,
+) -> dict[str, object]:
+    """libpq connection parameters of every connection the suite opens (`psycopg2.connect(**...)`)."""
+    return {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "application_name": application_name,
+        **KEEPALIVE_ARGS,
+        "options": (
+            f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_seconds * 1000)}"
+            f" -c statement_timeout={int(statement_timeout_seconds * 1000)}"
+        ),
+    }
 
 
 def create_engine(
-    url: str, pool_size: int = 10, application_name: str = "btc_orders", autocommit: bool = False
+    url: str,
+    pool_size: int = 10,
+    application_name: str = "btc_orders",
+    autocommit: bool = False,
+    idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
 ) -> Engine:
     """A pooled engine; connections that died with the server are replaced on the next use.
 
@@ -30,7 +66,7 @@ def create_engine(
     its request threads at the same number (`web.create_app(thread_limit=...)`), so requests
     queue for a thread, not for a connection, and none opens and closes a connection of its
     own. A caller that still finds the pool empty for `pool_timeout` gets a 503
-    (`unavailable_on_outage`).
+    (`unavailable_on_outage`). Connections carry `connect_args` (keepalives and timeouts).
     """
     return sqlalchemy.create_engine(
         url,
@@ -39,7 +75,7 @@ def create_engine(
         max_overflow=0,
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
         pool_recycle=1800,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": application_name},
+        connect_args=connect_args(application_name, idle_in_transaction_timeout_seconds),
     )
 
 
@@ -85,6 +121,32 @@ def ping(engine: Engine) -> bool:
         return True
     except (DBAPIError, PoolTimeout):
         return False
+
+
+# What an error means, by its SQLSTATE (https://www.postgresql.org/docs/15/errcodes-appendix.html):
+# the classes of a database that cannot do the work now, whatever the statement or its data.
+_OUTAGE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58", "XX"})
+# In class 42, the states of a schema or role that is not as it must be (privilege revoked,
+# table or column missing), not the statement's own syntax.
+_OUTAGE_STATES = frozenset({"42501", "42P01", "42703", "42704", "42883", "3D000", "28000", "28P01"})
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when `error` says the database cannot do the work now (retry later), False when
+    the work itself was refused (a data exception, a constraint violation: retrying cannot help).
+
+    Decided by the SQLSTATE, never by which exception class carries it: a read-only standby
+    (25006) or a revoked privilege (42501) arrive as `ProgrammingError`/`InternalError`, and an
+    `OperationalError` may carry a data error. A driver error without a SQLSTATE (a refused or
+    lost connection, a closed cursor) is an outage.
+    """
+    original = getattr(error, "orig", None) or error
+    if not isinstance(original, psycopg2.Error):
+        return isinstance(error, DBAPIError) and error.connection_invalidated
+    sqlstate = original.pgcode
+    if sqlstate is None:
+        return isinstance(original, psycopg2.OperationalError | psycopg2.InterfaceError)
+    return sqlstate[:2] in _OUTAGE_CLASSES or sqlstate in _OUTAGE_STATES
 
 
 def first_line(error: BaseException) -> str:

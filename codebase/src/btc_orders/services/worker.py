@@ -14,12 +14,16 @@ from btc_orders import logs
 class StopFlag:
     """Set by SIGTERM or SIGINT; workers finish the batch at hand and exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: bool = True) -> None:
         self._event = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._set)
+        if signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._set)
 
     def _set(self, _signum: int, _frame: FrameType | None) -> None:
+        self.set()
+
+    def set(self) -> None:
         self._event.set()
 
     def __bool__(self) -> bool:

@@ -7,111 +7,25 @@ outage began; once it is repaired every event is projected and the dead letters 
 
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 
 import pika
 import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import db, rabbitmq
-from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.orders import Currency, OrderRequest
-from btc_orders.services.outbox_relay.relay import Relay
-from btc_orders.services.read_model_sync.projector import Projector
-from btc_orders.services.worker import StopFlag
-from tests.support.services import Databases, admin_connection, dsn, rabbitmqctl, wait_until
-
-PROJECTOR_LOG = "btc_orders.services.read_model_sync.projector"
-
-
-def place_and_relay(write_engine: Engine, amqp_url: str, count: int) -> None:
-    write_model = WriteModel(write_engine)
-    write_model.ensure_cap(100 * 10**8)
-    for _ in range(count):
-        write_model.place(OrderRequest(Currency.USD, Decimal("10.00"), uuid.uuid4()), Decimal("90000.00"), None)
-    relay = Relay(write_engine, amqp_url)
-    while relay.relay_once():
-        pass
-    relay.close()
-
-
-def projected(read_engine: Engine) -> int:
-    """Rows in the read model, on a connection of its own (the faults end the pooled ones)."""
-    read_engine.dispose()
-    with read_engine.connect() as connection:
-        return int(connection.execute(text("SELECT count(*) FROM buy_order_view")).scalar_one())
-
-
-def queue_counts(amqp_url: str) -> dict[str, tuple[int, int]]:
-    """queue -> (ready, unacknowledged)."""
-    vhost = amqp_url.rsplit("/", 1)[1]
-    lines = rabbitmqctl(
-        "list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged", "--no-table-headers", "-q"
-    ).splitlines()
-    counts = {}
-    for line in lines:
-        name, ready, unacked = line.split("\t")
-        counts[name] = (int(ready), int(unacked))
-    return counts
-
-
-def sql(database: str, *statements: str) -> None:
-    connection = admin_connection() if database == "postgres" else _connect(database)
-    with connection.cursor() as cursor:
-        for statement in statements:
-            cursor.execute(statement)
-    connection.close()
-
-
-def _connect(database: str):  # type: ignore[no-untyped-def]
-    import psycopg2
-
-    connection = psycopg2.connect(dsn(database))
-    connection.autocommit = True
-    return connection
-
-
-@dataclass
-class Running:
-    projector: Projector
-    stop: StopFlag
-    thread: threading.Thread
-    failure: list[BaseException]
-
-    def alive(self) -> bool:
-        return self.thread.is_alive()
-
-
-@pytest.fixture
-def start_projector() -> Iterator[Callable[[Engine, str], Running]]:
-    started: list[Running] = []
-
-    def start(engine: Engine, amqp_url: str) -> Running:
-        projector = Projector(engine, amqp_url, prefetch=100, batch_wait_seconds=0.3)
-        stop = StopFlag(signals=False)
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                projector.run(stop)
-            except BaseException as error:  # the test asserts there is none
-                failure.append(error)
-                raise
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        running = Running(projector, stop, thread, failure)
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.stop.set()
-        running.thread.join(30)
+from tests.support.services import Databases, wait_until
+from tests.support.workers import (
+    PROJECTOR_LOG,
+    Running,
+    log_events,
+    place_and_relay,
+    projected,
+    queue_counts,
+    sql,
+)
 
 
 def terminate_backends(database: str) -> str:
@@ -165,10 +79,6 @@ def fault(request: pytest.FixtureRequest, databases: Databases) -> Iterator[Faul
     engine.dispose()
 
 
-def outage_events(caplog: pytest.LogCaptureFixture, name: str) -> int:
-    return sum(1 for record in caplog.records if record.name == PROJECTOR_LOG and record.getMessage() == name)
-
-
 def test_an_outage_of_the_read_model_holds_valid_events_and_dead_letters_none(
     fault: Fault,
     write_engine: Engine,
@@ -192,15 +102,15 @@ def test_an_outage_of_the_read_model_holds_valid_events_and_dead_letters_none(
     counts = queue_counts(amqp_url)
     assert counts[rabbitmq.DEAD_LETTER_QUEUE] == (0, 0), "no valid event is dead-lettered during an outage"
     assert counts[rabbitmq.QUEUE] == (0, 7), "the 7 events are held unacked, neither returned nor acked"
-    assert outage_events(caplog, "read_model_unavailable") == 1, "one log event when the outage begins"
-    assert outage_events(caplog, "event_dead_lettered") == 0
+    assert log_events(caplog, "read_model_unavailable") == 1, "one log event when the outage begins"
+    assert log_events(caplog, "event_dead_lettered") == 0
 
     fault.repair()
     wait_until(lambda: projected(read_engine) == 12, 60, 0.1, "every event to be projected after the repair")
     wait_until(lambda: queue_counts(amqp_url)[rabbitmq.QUEUE] == (0, 0), 10, 0.1, "every event to be acked")
     assert queue_counts(amqp_url)[rabbitmq.DEAD_LETTER_QUEUE] == (0, 0)
-    assert outage_events(caplog, "read_model_unavailable") == 1
-    assert outage_events(caplog, "read_model_available") == 1, "one log event when it ends"
+    assert log_events(caplog, "read_model_unavailable") == 1
+    assert log_events(caplog, "read_model_available") == 1, "one log event when it ends"
     assert running.alive() and not running.failure
 
 
@@ -267,6 +177,6 @@ def test_the_database_failing_while_a_refused_batch_is_replayed_one_by_one_is_an
     wait_until(lambda: queue_counts(amqp_url)[rabbitmq.DEAD_LETTER_QUEUE] == (1, 0), 15, 0.2, "one dead letter")
     with read_engine.connect() as connection:
         assert connection.execute(text("SELECT last_value FROM fault_shots")).scalar_one() >= 1, "the cut happened"
-    assert outage_events(caplog, "event_dead_lettered") == 1, "only the clashing event is dead"
-    assert outage_events(caplog, "read_model_unavailable") == 1
+    assert log_events(caplog, "event_dead_lettered") == 1, "only the clashing event is dead"
+    assert log_events(caplog, "read_model_unavailable") == 1
     assert running.alive() and not running.failure, "the worker survived the outage during the replay"

@@ -26,6 +26,7 @@ so that an outage never pushes a valid event to the limit. See docs/decisions.md
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,8 @@ _HIGHEST_SEQUENCE = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view"
 DatabaseError = (DBAPIError, psycopg2.Error)
 # Returns after which a held event is republished fresh instead of being returned once more.
 WORN_DELIVERIES = rabbitmq.DELIVERY_LIMIT // 2
+# On a graceful stop, deliveries in flight are waited for until none came for this long.
+STOP_QUIET_SECONDS = 0.2
 
 
 @dataclass
@@ -140,11 +143,19 @@ class Projector:
     ) -> None:
         """Graceful stop: no more deliveries, then apply and ack what is held, so nothing is returned.
 
-        The consumer is cancelled while the batch is still unacked, so the prefetch window
-        cannot refill in between (a return would count towards the delivery limit).
+        pika rejects (returns) what arrives for a cancelled consumer, so the consumer is
+        cancelled only once nothing can be in flight: the prefetch window is full of held,
+        unacked messages (the broker cannot send more), or nothing came for a moment.
         """
-        connection.process_data_events(time_limit=0)
-        self._take_inbox(channel)
+        quiet_since = time.monotonic()
+        while len(self._batch) + len(self._inbox) < self.prefetch:
+            held = len(self._inbox)
+            connection.process_data_events(time_limit=0.02)
+            now = time.monotonic()
+            if len(self._inbox) > held:
+                quiet_since = now
+            elif now - quiet_since >= STOP_QUIET_SECONDS:
+                break
         channel.basic_cancel(consumer_tag)
         self._take_inbox(channel)
         if self._batch:

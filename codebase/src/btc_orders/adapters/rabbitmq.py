@@ -41,6 +41,17 @@ from btc_orders import logs
 
 log = logging.getLogger(__name__)
 
+
+class _OutdatedQueueFilter(logging.Filter):
+    """pika warns of the channel an outdated queue closes; `topology_outdated` is the one line said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "PRECONDITION_FAILED - inequivalent arg" not in record.getMessage()
+
+
+for _name in ("pika.channel", "pika.adapters.blocking_connection"):
+    logging.getLogger(_name).addFilter(_OutdatedQueueFilter())
+
 EXCHANGE = "buy_orders"
 ROUTING_KEY = "buy_order.created"
 QUEUE = "read_model_sync"

@@ -5,6 +5,7 @@ repaired), 2 a usage or configuration error, 3 a backing service unreachable.
 """
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     config = settings.load(AdminSettings)
     logs.configure("admin", "WARNING", None)  # the CLI talks to people on stdout; only problems are logged
+    for handler in logging.getLogger().handlers:  # ... and on stderr, so that `--json` output stays JSON
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
     command: Callable[[AdminSettings, argparse.Namespace], int] = arguments.command
     try:
         return command(config, arguments)

@@ -130,6 +130,9 @@ def migrate(broker: Broker, spec: QueueSpec, say: Callable[[str], None]) -> None
     where it stopped.
     """
     holding = f"{spec.name}.migrating"
+    consumers = broker.channel.queue_declare(spec.name, passive=True).method.consumer_count
+    if consumers:
+        raise RuntimeError(f"{spec.name} has {consumers} consumer(s)")
     broker.channel, current = rabbitmq.queue_is_current(broker.channel, spec.name, spec.arguments)
     if not current:
         broker.channel.queue_declare(holding, durable=True, arguments=spec.arguments)
@@ -137,7 +140,7 @@ def migrate(broker: Broker, spec: QueueSpec, say: Callable[[str], None]) -> None
             broker.channel.queue_bind(holding, exchange, routing_key=key)
             broker.channel.queue_unbind(spec.name, exchange, routing_key=key)
         moved = _empty(broker, spec.name, holding)
-        broker.channel.queue_delete(spec.name, if_empty=True)
+        _delete_if_empty(broker, spec.name)
         broker.channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
         say(f"{spec.name}: redeclared with {spec.arguments} ({moved} message(s) kept in {holding} meanwhile)")
     for exchange, key in spec.bindings:
@@ -149,7 +152,7 @@ def migrate(broker: Broker, spec: QueueSpec, say: Callable[[str], None]) -> None
     for exchange, key in spec.bindings:
         broker.channel.queue_unbind(holding, exchange, routing_key=key)
     back = _empty(broker, holding, spec.name)
-    broker.channel.queue_delete(holding, if_empty=True)
+    _delete_if_empty(broker, holding)
     say(f"{spec.name}: {back} message(s) moved back from {holding}; {holding} deleted")
 
 
@@ -161,6 +164,17 @@ def _empty(broker: Broker, source: str, destination: str) -> int:
             raise RuntimeError(f"{source} holds {depth} message(s) that could not be taken (another consumer?)")
         moved += step
     return moved
+
+
+def _delete_if_empty(broker: Broker, queue: str) -> None:
+    """Quorum queues refuse `queue.delete(if_empty)`: check first that nothing is left in it.
+
+    (Its consumers were checked at the start; ours, just cancelled, may still be counted a moment.)
+    """
+    left = broker.depth(queue)
+    if left:
+        raise RuntimeError(f"{queue} still has {left} message(s)")
+    broker.channel.queue_delete(queue)
 
 
 def _exists(broker: Broker, queue: str) -> bool:

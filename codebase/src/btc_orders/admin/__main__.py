@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         OSError,
     ) as error:
         # Whatever carries it, one line: the runbooks run `admin status` during outages.
-        print(f"a backing service is unreachable: {type(error).__name__}: {db.first_line(error)}", file=sys.stderr)
+        cause = error.__cause__ if isinstance(error, ServiceUnavailable) and error.__cause__ else error
+        print(f"a backing service is unreachable: {type(cause).__name__}: {db.first_line(cause)}", file=sys.stderr)
         return UNREACHABLE
 
 

@@ -35,6 +35,7 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
 
 from btc_orders import logs
@@ -80,6 +81,10 @@ TCP_OPTIONS = {
     "TCP_USER_TIMEOUT": 15_000,  # ms: written data unacknowledged this long fails the socket
 }
 PRECONDITION_FAILED = 406
+# What a lost or unreachable broker raises. pika lets some connection-workflow failures (a
+# handshake that timed out on a silent network) escape as `AMQPConnectorException`, not an
+# `AMQPError`.
+BROKER_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 
 
 def connect(amqp_url: str, name: str) -> pika.BlockingConnection:

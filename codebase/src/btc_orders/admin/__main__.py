@@ -48,8 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         psycopg2.Error,
         PoolTimeout,
         ServiceUnavailable,
-        pika.exceptions.AMQPError,
-        OSError,
+        *rabbitmq.BROKER_ERRORS,
     ) as error:
         # Whatever carries it, one line: the runbooks run `admin status` during outages.
         cause = error.__cause__ if isinstance(error, ServiceUnavailable) and error.__cause__ else error

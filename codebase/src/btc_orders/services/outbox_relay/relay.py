@@ -104,7 +104,7 @@ class Relay:
                 self._outage.recovered()
                 if published < self.batch_size:
                     self._idle(stop)
-            except (pika.exceptions.AMQPError, DBAPIError, psycopg2.Error, OSError) as error:
+            except (*rabbitmq.BROKER_ERRORS, DBAPIError, psycopg2.Error) as error:
                 self._outage.failed(f"{type(error).__name__}: {first_line(error)}")
                 self.close()
                 stop.wait(backoff.delay())

@@ -100,7 +100,7 @@ class Projector:
         while not stop:
             try:
                 self._consume(stop, backoff)
-            except (pika.exceptions.AMQPError, OSError) as error:
+            except rabbitmq.BROKER_ERRORS as error:
                 # Unacked messages go back to the queue with the connection; drop our copies.
                 self._batch.clear()
                 self._inbox.clear()

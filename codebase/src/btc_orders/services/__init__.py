@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from btc_orders import logs, settings
 from btc_orders.adapters import db
+from btc_orders.services.worker import Backoff
 
 SettingsT = TypeVar("SettingsT", bound=settings.BaseServiceSettings)
 
@@ -40,6 +41,7 @@ def engine_at_schema(url: str, pool_size: int, service: str, database: str, auto
     """A pooled engine for `database`, or stop at start if its schema is not the one this code needs."""
     engine = db.create_engine(url, pool_size, service, autocommit)
     deadline = time.monotonic() + STARTUP_WAIT_SECONDS
+    backoff = Backoff(first=0.5, ceiling=2.0)  # jittered: replicas started together do not retry in step
     while True:
         try:
             db.check_schema(engine, database)
@@ -49,7 +51,7 @@ def engine_at_schema(url: str, pool_size: int, service: str, database: str, auto
             if time.monotonic() > deadline:
                 refuse_to_start(str(error))
             logs.event(log, "database_not_ready", logging.WARNING, database=database, reason=str(error))
-            time.sleep(1)
+            time.sleep(backoff.delay())
         except db.SchemaNotReady as error:
             refuse_to_start(str(error))
 

@@ -139,6 +139,10 @@ class OutboxRelaySettings(AmqpSettings, WriteModelSettings):
     metrics_port: MetricsPort = Field(default=9101, alias="OUTBOX_RELAY_METRICS_PORT")
     outbox_batch_size: Annotated[int, Field(ge=1, le=10000)] = Field(default=500, alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_seconds: Seconds = Field(default=0.02, alias="OUTBOX_POLL_INTERVAL_SECONDS")
+    # Sent outbox rows are deleted this long after the broker confirmed them (default 7 days).
+    outbox_retention_seconds: Annotated[int, Field(ge=60, le=366 * 24 * 3600)] = Field(
+        default=7 * 24 * 3600, alias="OUTBOX_RETENTION_SECONDS"
+    )
 
 
 class MigrationSettings(BaseServiceSettings):

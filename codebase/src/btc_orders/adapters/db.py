@@ -16,6 +16,38 @@ from btc_orders.domain.errors import ServiceUnavailable
 psycopg2.extras.register_uuid()  # uuid.UUID in and out of uuid columns
 
 CONNECT_TIMEOUT_SECONDS = 3
+# Every wait on a connection is bounded, so a silent network failure (packets dropped, no
+# reset) is found in seconds, not after the kernel's default of hours:
+# - the client: TCP keepalives (a dead peer found after idle 5 s + 3 probes 2 s apart) and
+#   TCP_USER_TIMEOUT (data sent but unacknowledged for 15 s fails the socket);
+# - the server: a session idle in a transaction for 15 s is ended, releasing its row locks
+#   (the relay's claimed outbox rows), and no statement runs longer than 30 s.
+IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 15
+STATEMENT_TIMEOUT_SECONDS = 30
+KEEPALIVE_ARGS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+
+
+def connect_args(
+    application_name: str,
+    idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+    statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS,
+) -> dict[str, object]:
+    """libpq connection parameters of every connection the suite opens (`psycopg2.connect(**...)`)."""
+    return {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "application_name": application_name,
+        **KEEPALIVE_ARGS,
+        "options": (
+            f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_seconds * 1000)}"
+            f" -c statement_timeout={int(statement_timeout_seconds * 1000)}"
+        ),
+    }
 
 # The forms of a Postgres URL that users are given (libpq, Heroku-style platforms, SQLAlchemy),
 # all served by the project's one driver. SQLAlchemy alone would map `postgresql://` to psycopg 3
@@ -49,7 +81,11 @@ def libpq_url(url: str) -> str:
 
 
 def create_engine(
-    url: str, pool_size: int = 10, application_name: str = "btc_orders", autocommit: bool = False
+    url: str,
+    pool_size: int = 10,
+    application_name: str = "btc_orders",
+    autocommit: bool = False,
+    idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
 ) -> Engine:
     """A pooled engine; connections that died with the server are replaced on the next use.
 
@@ -62,7 +98,7 @@ def create_engine(
     its request threads at the same number (`web.create_app(thread_limit=...)`), so requests
     queue for a thread, not for a connection, and none opens and closes a connection of its
     own. A caller that still finds the pool empty for `pool_timeout` gets a 503
-    (`unavailable_on_outage`).
+    (`unavailable_on_outage`). Connections carry `connect_args` (keepalives and timeouts).
     """
     url = sqlalchemy_url(url)
     return sqlalchemy.create_engine(
@@ -72,7 +108,7 @@ def create_engine(
         max_overflow=0,
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
         pool_recycle=1800,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": application_name},
+        connect_args=connect_args(application_name, idle_in_transaction_timeout_seconds),
     )
 
 
@@ -148,6 +184,9 @@ OUTAGE_SQLSTATES: dict[str, str] = {
     "55P03": "lock not available (lock_timeout)",
     "42501": "insufficient privilege (a grant revoked: the environment, not the statement)",
     "42P01": "undefined table (a schema behind or dropped: the environment, not the statement)",
+    "42703": "undefined column (a schema behind: the environment, not the statement)",
+    "42704": "undefined object (a type or role missing: the environment, not the statement)",
+    "42883": "undefined function (a schema behind: the environment, not the statement)",
     "3D000": "invalid catalog name (the database was dropped or renamed)",
 }
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from btc_orders import logs, metrics, settings
 from btc_orders.adapters import db
 from btc_orders.domain.errors import DomainError
+from btc_orders.services.worker import Backoff
 
 SettingsT = TypeVar("SettingsT", bound=settings.BaseServiceSettings)
 
@@ -109,6 +110,7 @@ def engine_at_schema(url: str, pool_size: int, service: str, database: str, auto
     """A pooled engine for `database`, or stop at start if its schema is not the one this code needs."""
     engine = db.create_engine(url, pool_size, service, autocommit)
     deadline = time.monotonic() + STARTUP_WAIT_SECONDS
+    backoff = Backoff(first=0.5, ceiling=2.0)  # jittered: replicas started together do not retry in step
     while True:
         try:
             db.check_schema(engine, database)
@@ -118,7 +120,7 @@ def engine_at_schema(url: str, pool_size: int, service: str, database: str, auto
             if time.monotonic() > deadline:
                 refuse_to_start(str(error))
             logs.event(log, "database_not_ready", logging.WARNING, database=database, reason=str(error))
-            time.sleep(1)
+            time.sleep(backoff.delay())
         except db.SchemaNotReady as error:
             refuse_to_start(str(error))
 

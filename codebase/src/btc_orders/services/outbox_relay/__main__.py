@@ -13,8 +13,16 @@ def main() -> None:
         engine = engine_at_schema(settings.write_model_db_url, 2, "outbox_relay", "write_model")
         stop = StopFlag()
         serve_metrics(settings)
-    logs.event(log, "relay_started", batch_size=settings.outbox_batch_size)
-    Relay(engine, settings.amqp_url, settings.outbox_batch_size, settings.outbox_poll_interval_seconds).run(stop)
+    logs.event(
+        log, "relay_started", batch_size=settings.outbox_batch_size, retention_seconds=settings.outbox_retention_seconds
+    )
+    Relay(
+        engine,
+        settings.amqp_url,
+        settings.outbox_batch_size,
+        settings.outbox_poll_interval_seconds,
+        retention_seconds=settings.outbox_retention_seconds,
+    ).run(stop)
     logs.event(log, "relay_stopped")
 
 

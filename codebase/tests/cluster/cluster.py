@@ -237,6 +237,11 @@ class Api:
     def close(self) -> None:
         self.client.close()
 
+    def reconnect(self) -> None:
+        """New connections, after the gateway was restarted (the old ones lead nowhere)."""
+        self.client.close()
+        self.__post_init__()
+
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         deadline = Deadline(60)
         while True:

@@ -108,7 +108,7 @@ cluster_up() {
     done
     cat <<EOF
 
-BTC buy orders is running (${COMPOSE[*]}, project btc-orders):
+BTC buy orders is running (${COMPOSE[*]}, project ${COMPOSE_PROJECT_NAME:-btc-orders}):
   PUT /buy_order     http://localhost:$create_port/buy_order     docs: http://localhost:$create_port/docs
   GET /buy_orders    http://localhost:$fetch_port/buy_orders    docs: http://localhost:$fetch_port/docs
   try it:            ./put_buy_order.sh USD 123.45 && ./get_buy_order.sh
@@ -146,9 +146,11 @@ ensure_venv() {
         say "creating the virtual environment in .venv"
         "$python_bin" -m venv "$venv" || die "could not create a virtual environment (is python3-venv installed?)"
     fi
-    say "installing the pinned requirements into .venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r codebase/requirements.txt ||
-        die "pip could not install codebase/requirements.txt"
+    say "installing the locked requirements into .venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+        -r codebase/requirements.lock || die "pip could not install codebase/requirements.lock"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r codebase/requirements-local.txt ||
+        die "pip could not install codebase/requirements-local.txt"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e codebase ||
         die "pip could not install the package from codebase/"
 }

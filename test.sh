@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh machine, then run linters and the whole suite.
 #   ./test.sh                 everything
-#   ./test.sh -k cap -x       extra arguments go to pytest
+#   ./test.sh -k cap -x       extra arguments go to pytest (the container stage is then not run)
+#   ./test.sh tests/cluster   the container stage alone (the compose cluster, black-box)
 # Postgres and RabbitMQ: the ones named by TEST_PG_URL / TEST_AMQP_URL (default: the local
 # ones on 127.0.0.1); when none answers, throwaway ones are started from the local binaries.
 set -euo pipefail
@@ -22,10 +23,11 @@ done
 [ -n "$python_bin" ] || die "Python 3.11 or newer is needed (python3.11 not found on PATH)"
 
 venv="$root/.venv"
-requirements=(codebase/requirements.txt codebase/requirements-dev.txt)
-[ -f codebase/requirements-tools.txt ] && requirements+=(codebase/requirements-tools.txt)
+# The runtime tree from the hash-locked file the images install from, then the test, tool and
+# --local extras (pinned, without hashes: they never ship).
+requirements=(codebase/requirements-dev.txt codebase/requirements-tools.txt codebase/requirements-local.txt)
 stamp="$venv/.requirements.sha256"
-wanted=$(cat "${requirements[@]}" codebase/pyproject.toml | sha256sum | cut -d' ' -f1)
+wanted=$(cat codebase/requirements.lock "${requirements[@]}" codebase/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ]; then
     say "creating the virtual environment in .venv"
     "$python_bin" -m venv "$venv" || die "could not create a virtual environment (is python3-venv installed?)"
@@ -33,6 +35,8 @@ fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     say "installing pinned requirements"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+        -r codebase/requirements.lock
     args=(); for r in "${requirements[@]}"; do args+=(-r "$r"); done
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e codebase
@@ -53,9 +57,26 @@ say "mypy"
 (cd codebase && mypy)
 
 # --- The suite ----------------------------------------------------------------------------
+# shellcheck source=scripts/container_stage.sh
+source scripts/container_stage.sh
+stage_only=""
+for argument in "$@"; do
+    case "$argument" in tests/cluster* | codebase/tests/cluster*) stage_only=1 ;; esac
+done
+if [ -n "$stage_only" ]; then
+    run_container_stage "${@#codebase/}"
+    exit $?
+fi
+
 say "pytest (Postgres: $TEST_PG_URL, RabbitMQ: ${TEST_AMQP_URL%%@*}@…)"
-cd codebase
 status=0
-python -m pytest "$@" || status=$?
+(cd codebase && python -m pytest --ignore=tests/cluster "$@") || status=$?
 [ "$status" -eq 5 ] && die "pytest collected no tests"
+if [ "$#" -gt 0 ]; then
+    say "container stage not run (pytest arguments were given; ./test.sh tests/cluster runs it)"
+    exit "$status"
+fi
+stage=0
+run_container_stage || stage=$?
+[ "$status" -ne 0 ] || status=$stage
 exit "$status"

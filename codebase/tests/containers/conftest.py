@@ -79,10 +79,11 @@ def dotenv(path: Path = REPO / ".env") -> dict[str, str]:
     return values
 
 
-def compose_env() -> dict[str, str]:
-    """An environment in which only .env feeds compose's interpolation (no stray variables)."""
+def compose_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment in which only .env (and EXTRA) feeds compose's interpolation (no stray variables)."""
     keep = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"}
     env = {key: value for key, value in os.environ.items() if key in keep}
+    env.update(extra or {})
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"  # prove no engine is asked
     return env
 

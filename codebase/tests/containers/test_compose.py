@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from btc_orders import settings
 from tests.containers.conftest import (
     BACKING_SERVICES,
     HTTP_SERVICES,
@@ -65,9 +66,7 @@ def test_ports_come_from_dot_env_and_a_missing_one_is_named() -> None:
     # With an empty interpolation file, compose must stop and name the variable: nothing is hard-coded.
     result = compose("--env-file", "/dev/null", "config", "--quiet")
     assert result.returncode != 0
-    assert re.search(
-        r"(CREATE_BUY_ORDER_PORT|FETCH_BUY_ORDERS_PORT|BTC_PRICE_PORT|FLUENTD_PORT) must be set", result.stderr
-    )
+    assert re.search(r"[A-Z_]+ must be set in .env", result.stderr)
 
 
 def test_the_file_and_its_resolved_form_match_the_compose_specification(tmp_path: Path) -> None:
@@ -81,6 +80,9 @@ def test_the_file_and_its_resolved_form_match_the_compose_specification(tmp_path
 
 def test_the_services_are_the_suite_and_its_backing_services(compose_config: dict[str, Any]) -> None:
     assert set(compose_config["services"]) == {*PACKAGE_SERVICES, *BACKING_SERVICES, "gateway"}
+    # The admin CLI is a one-off service of its own profile: `up` never starts it.
+    raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    assert raw["admin"]["profiles"] == ["admin"]
     assert compose_config["name"] == "btc-orders"
 
 
@@ -158,14 +160,75 @@ def test_only_the_gateway_publishes_and_only_the_public_ports(
     }
     create, fetch = int(env_file["CREATE_BUY_ORDER_PORT"]), int(env_file["FETCH_BUY_ORDERS_PORT"])
     assert published == {"gateway": [(create, create), (fetch, fetch)]}
+    # Bound where .env says (loopback by default), not on every interface.
+    assert {port["host_ip"] for port in compose_config["services"]["gateway"]["ports"]} == {env_file["PUBLISH_ADDRESS"]}
     for name in HTTP_SERVICES:  # reachable inside the cluster on the port its variable names
         assert compose_config["services"][name]["expose"] == [env_file[PORT_VARIABLE[name]]]
 
 
-def test_package_services_read_dot_env(compose_config: dict[str, Any], env_file: dict[str, str]) -> None:
-    for name in PACKAGE_SERVICES:
+# The settings class each process loads, and what else reads the environment in its image.
+SETTINGS_OF = {
+    "btc_price": settings.BtcPriceSettings,
+    "create_buy_order": settings.CreateBuyOrderSettings,
+    "fetch_buy_orders": settings.FetchBuyOrdersSettings,
+    "outbox_relay": settings.OutboxRelaySettings,
+    "read_model_sync": settings.ReadModelSyncSettings,
+    "migration": settings.MigrationSettings,
+}
+GUNICORN_READS = {"create_buy_order": {"WEB_CONCURRENCY"}, "fetch_buy_orders": {"WEB_CONCURRENCY"}}
+
+
+def test_each_service_gets_exactly_the_settings_it_reads_with_the_values_of_dot_env(
+    compose_config: dict[str, Any], env_file: dict[str, str]
+) -> None:
+    assert SETTINGS_OF.keys() == set(PACKAGE_SERVICES)
+    for name, settings_class in SETTINGS_OF.items():
+        service = compose_config["services"][name]
+        assert "env_file" not in service, name  # .env whole would hand every service every credential
+        reads = {field.alias for field in settings_class.model_fields.values() if field.alias}
+        reads |= GUNICORN_READS.get(name, set())
+        environment = service["environment"]
+        assert set(environment) == reads & set(env_file), name
+        for variable, value in environment.items():
+            assert value == env_file[variable], f"{name}: {variable}"
+
+
+def test_btc_price_holds_no_credentials_and_the_apis_only_their_own_database(compose_config: dict[str, Any]) -> None:
+    def credentials(name: str) -> set[str]:
         environment = compose_config["services"][name]["environment"]
-        assert environment == env_file, name
+        return {variable for variable in environment if variable.endswith(("_DB_URL", "AMQP_URL"))}
+
+    assert credentials("btc_price") == set()
+    assert credentials("create_buy_order") == {"WRITE_MODEL_DB_URL"}
+    assert credentials("fetch_buy_orders") == {"READ_MODEL_DB_URL"}
+    assert credentials("outbox_relay") == {"WRITE_MODEL_DB_URL", "AMQP_URL"}
+    assert credentials("read_model_sync") == {"READ_MODEL_DB_URL", "AMQP_URL"}
+
+
+def test_a_shell_variable_wins_over_dot_env(env_file: dict[str, str]) -> None:
+    result = run(tool("docker-compose"), "--project-directory", str(REPO), "config", env=compose_env({"BTC_CAP": "42"}))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["services"]["create_buy_order"]["environment"]["BTC_CAP"] == "42"
+    assert env_file["BTC_CAP"] != "42"
+
+
+def test_app_containers_and_the_gateway_run_with_least_privilege(compose_config: dict[str, Any]) -> None:
+    for name in (*PACKAGE_SERVICES, "gateway"):
+        service = compose_config["services"][name]
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service["read_only"] is True, name
+        assert any(str(mount).startswith("/tmp") for mount in service["tmpfs"]), name
+    for name in ("write_model", "read_model", "queue", "log"):
+        assert "no-new-privileges:true" in compose_config["services"][name]["security_opt"], name
+
+
+def test_upstream_images_are_variables_defaulting_to_the_official_images() -> None:
+    raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    assert raw["write_model"]["image"] == raw["read_model"]["image"] == "${POSTGRES_IMAGE:-postgres:17-alpine}"
+    assert raw["queue"]["image"] == "${RABBITMQ_IMAGE:-rabbitmq:4-management-alpine}"
+    assert raw["log"]["image"].startswith("${FLUENTD_IMAGE:-fluent/fluentd:v1.1")
+    assert raw["gateway"]["image"].startswith("${NGINX_IMAGE:-nginxinc/nginx-unprivileged:")
 
 
 def test_backing_services_match_the_urls_in_dot_env(compose_config: dict[str, Any], env_file: dict[str, str]) -> None:

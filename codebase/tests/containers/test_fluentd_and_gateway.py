@@ -172,7 +172,7 @@ def test_the_gateway_listens_on_the_public_ports_and_proxies_to_the_services(com
     ):
         assert environment[variable] == env_file[variable]
         assert f"listen ${{{variable}}};" in template
-        assert f"set ${service} {service}:${{{variable}}};" in template
+        assert f"map $host ${service} {{\n    default {service}:${{{variable}}};" in template
         assert f"proxy_pass http://${service};" in template  # a variable: resolved again, replicas found
     assert "listen 8080;" in template and "http://127.0.0.1:8080/healthz" in gateway["healthcheck"]["test"]
     assert template.count("{") == template.count("}")

@@ -1,6 +1,9 @@
-"""The shell scripts: shellcheck on every one, and the build and run scripts against a stub engine."""
+"""The shell scripts: shellcheck on every one, and the build and run scripts' own logic against a
+stub engine (what they ask the engine, and their failure paths). The container stage of ./test.sh
+runs the same scripts against the real engine (tests/cluster)."""
 
 import http.server
+import itertools
 import os
 import re
 import stat
@@ -54,22 +57,22 @@ def test_bash_parses_it_and_every_disabled_check_says_why(script: Path) -> None:
 # --- build scripts and run.sh against a stub engine ----------------------------------------------
 
 STUB = r"""#!/usr/bin/env bash
-# A stand-in for docker/podman: logs each call; `info` answers unless STUB_NO_ENGINE is set;
-# `image inspect` finds the images listed in $STUB_DIR/images; `build` records the tag and
+# A stand-in for docker: logs each call; `info` answers unless STUB_NO_ENGINE is set;
+# `image inspect` finds the images listed in $STUB_DIR/images; `build` records its tags and
 # fails for the Dockerfile named by STUB_FAIL_ON; `compose version` works; `compose ...` logs.
 echo "$*" >> "$STUB_DIR/calls"
 case "$1" in
 info) [ -z "${STUB_NO_ENGINE:-}" ] ;;
 image) grep -qxF "$3" "$STUB_DIR/images" 2>/dev/null ;;
 build)
-    tag="" file=""
+    tags=() file=""
     while [ $# -gt 0 ]; do
-        case "$1" in --tag) tag=$2; shift ;; --file) file=$2; shift ;; esac
+        case "$1" in --tag) tags+=("$2"); shift ;; --file) file=$2; shift ;; esac
         shift
     done
     [ -f "$file" ] || { echo "no such Dockerfile: $file" >&2; exit 1; }
     if [ -n "${STUB_FAIL_ON:-}" ] && [ "$file" = "$STUB_FAIL_ON" ]; then echo "stub: build failed" >&2; exit 1; fi
-    echo "$tag" >> "$STUB_DIR/images"
+    printf '%s\n' "${tags[@]}" >> "$STUB_DIR/images"
     ;;
 compose) exit 0 ;;
 esac
@@ -78,13 +81,12 @@ esac
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Path:
-    """A directory holding a stub `docker` (and `podman`), first on PATH."""
+    """A directory holding a stub `docker`, first on PATH (ahead of any real one)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("docker", "podman"):
-        stub = bin_dir / name
-        stub.write_text(STUB)
-        stub.chmod(0o755)
+    stub = bin_dir / "docker"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
     (tmp_path / "images").touch()
     return tmp_path
 
@@ -100,22 +102,43 @@ def _calls(engine: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_the_build_scripts_build_every_base_then_every_run_image(engine: Path) -> None:
-    base = run(str(REPO / "build_base_images.sh"), env=_env(engine))
+def _builds(engine: Path) -> list[tuple[str, list[str], dict[str, str], list[str]]]:
+    """(Dockerfile, tags, labels, build args) of every build call, in order."""
+    found = []
+    for call in _calls(engine):
+        words = call.split()
+        if words[0] != "build":
+            continue
+        pairs = list(itertools.pairwise(words))
+        dockerfile = next(value for flag, value in pairs if flag == "--file")
+        tags = [value for flag, value in pairs if flag == "--tag"]
+        labels = dict(value.split("=", 1) for flag, value in pairs if flag == "--label")
+        arguments = [value for flag, value in pairs if flag == "--build-arg"]
+        found.append((dockerfile, tags, labels, arguments))
+    return found
+
+
+def test_the_build_scripts_build_every_base_then_every_run_image_tagged_for_release(engine: Path) -> None:
+    base = run(str(REPO / "build_base_images.sh"), env=_env(engine, PYTHON_IMAGE="example/python:3.13"))
     assert base.returncode == 0, base.stderr
     built = run(str(REPO / "build_run_images.sh"), env=_env(engine))
     assert built.returncode == 0, built.stderr
-    builds = [call for call in _calls(engine) if call.startswith("build ")]
-    assert builds == [
-        *(
-            f"build --file docker/services/{name}/Dockerfile.base --tag btc-orders/{name}-base:latest ."
-            for name in PACKAGE_SERVICES
-        ),
-        *(
-            f"build --file docker/services/{name}/Dockerfile --tag btc-orders/{name}:latest ."
-            for name in PACKAGE_SERVICES
-        ),
-    ]
+    builds = _builds(engine)
+    expected = [f"docker/services/{name}/Dockerfile.base" for name in PACKAGE_SERVICES]
+    expected += [f"docker/services/{name}/Dockerfile" for name in PACKAGE_SERVICES]
+    assert [dockerfile for dockerfile, *_ in builds] == expected
+    commit = run("git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD").stdout.strip()
+    for dockerfile, tags, labels, arguments in builds:
+        repository = tags[0].removesuffix(":latest")
+        assert tags[0].endswith(":latest")
+        assert tags[1] == f"{repository}:1.0.0"
+        assert tags[2].startswith(f"{repository}:{commit}")
+        assert labels["org.opencontainers.image.version"] == "1.0.0"
+        assert labels["org.opencontainers.image.revision"].startswith(commit)
+        assert {"org.opencontainers.image.created", "org.opencontainers.image.source"} <= labels.keys()
+        if dockerfile.endswith(".base"):
+            assert arguments == ["PYTHON_IMAGE=example/python:3.13"]
+            assert labels["org.opencontainers.image.base.name"] == "example/python:3.13"
 
 
 def test_the_build_stops_at_the_first_failure_and_names_it(engine: Path) -> None:
@@ -133,24 +156,20 @@ def test_run_images_need_their_bases(engine: Path) -> None:
     assert not any(call.startswith("build ") for call in _calls(engine))
 
 
-def test_podman_builds_in_docker_format_and_no_engine_is_one_clear_line(engine: Path) -> None:
-    result = run(str(REPO / "build_base_images.sh"), env=_env(engine, CONTAINER_ENGINE="podman"))
-    assert result.returncode == 0, result.stderr
-    assert all("--format docker" in call for call in _calls(engine) if call.startswith("build "))
-    (engine / "bin" / "docker").unlink()
-    (engine / "bin" / "podman").unlink()
-    missing = run(str(REPO / "build_base_images.sh"), env=_env(engine))
+def test_no_engine_is_one_clear_line(engine: Path) -> None:
+    missing = run(str(REPO / "build_base_images.sh"), env=_env(engine, STUB_NO_ENGINE="1"))
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        "build_base_images.sh: neither docker nor podman is installed (or set CONTAINER_ENGINE)"
+        "build_base_images.sh: docker cannot reach its engine ('docker info' fails): start the Docker daemon first"
     ]
+    assert not any(call.startswith("build ") for call in _calls(engine))
 
 
 def test_run_sh_without_an_engine_points_to_local(engine: Path) -> None:
     result = run(str(REPO / "run.sh"), env=_env(engine, STUB_NO_ENGINE="1"))
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "./run.sh --local" in lines[0] and "no container engine" in lines[0]
+    assert len(lines) == 1 and "./run.sh --local" in lines[0] and "no Docker engine" in lines[0]
     assert not any(call.startswith(("build", "compose")) for call in _calls(engine))
 
 
@@ -179,7 +198,7 @@ def test_run_sh_builds_what_is_missing_starts_the_cluster_and_prints_the_urls(en
     result = run(str(REPO / "run.sh"), env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     calls = _calls(engine)
-    assert sum(call.startswith("build ") for call in calls) == 2 * len(PACKAGE_SERVICES)
+    assert len(_builds(engine)) == 2 * len(PACKAGE_SERVICES)
     assert "compose up -d --remove-orphans" in calls
     assert f"http://localhost:{port}/buy_order" in result.stdout
     assert f"http://localhost:{port}/docs" in result.stdout

@@ -36,7 +36,6 @@ from tests.cluster.cluster import (
     wait_for,
 )
 
-COINBASE_CONTAINER = "btc-orders-coinbase"
 COINBASE_IMAGE = "btc-orders-test/coinbase:latest"
 COINBASE_DOCKERFILE = "codebase/tests/cluster/coinbase/Dockerfile"
 COINBASE_CONTEXT = "codebase/tests/support"
@@ -161,6 +160,7 @@ def start_coinbase(btc_price: Container, env: dict[str, str]) -> Coinbase:
     assert where.hostname is not None
     port = where.port or 80
     networks = sorted(btc_price.raw["NetworkSettings"]["Networks"])
+    name = f"{btc_price.raw['Config']['Labels']['com.docker.compose.project']}-coinbase"  # btc-orders-coinbase
     python_image = env.get("PYTHON_IMAGE") or setting("PYTHON_IMAGE", "python:3.13-slim-trixie")
     docker(
         "build",
@@ -174,12 +174,12 @@ def start_coinbase(btc_price: Container, env: dict[str, str]) -> Coinbase:
         COINBASE_CONTEXT,
         timeout=300,
     )
-    run(["docker", "rm", "--force", COINBASE_CONTAINER], check=False)  # left by an interrupted run
+    run(["docker", "rm", "--force", name], check=False)  # left by an interrupted run
     docker(
         "run",
         "--detach",
         "--name",
-        COINBASE_CONTAINER,
+        name,
         "--network",
         networks[0],
         "--network-alias",
@@ -199,10 +199,10 @@ def start_coinbase(btc_price: Container, env: dict[str, str]) -> Coinbase:
         "--port",
         str(port),
     )
-    coinbase = Coinbase(COINBASE_CONTAINER, "", where.hostname, networks)
+    coinbase = Coinbase(name, "", where.hostname, networks)
     for network in networks[1:]:
-        docker("network", "connect", "--alias", where.hostname, network, COINBASE_CONTAINER)
-    published = docker("port", COINBASE_CONTAINER, f"{port}/tcp").split()[0]
+        docker("network", "connect", "--alias", where.hostname, network, name)
+    published = docker("port", name, f"{port}/tcp").split()[0]
     coinbase.control_url = f"http://{published}"
 
     def answers() -> bool:
@@ -249,7 +249,7 @@ def cluster() -> Iterator[Cluster]:
                 )
             yield Cluster(api, env, coinbase, cap)
         finally:
-            run(["docker", "rm", "--force", COINBASE_CONTAINER], check=False)
+            run(["docker", "rm", "--force", coinbase.container], check=False)
     finally:
         api.close()
 

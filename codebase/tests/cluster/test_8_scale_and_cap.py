@@ -6,6 +6,7 @@ Last in the run: these tests use up the cap (no order can be stored afterwards, 
 cluster gets new volumes).
 """
 
+import time
 import uuid
 from decimal import ROUND_DOWN, Decimal
 
@@ -19,7 +20,6 @@ from tests.cluster.cluster import (
     converge,
     docker,
     limited,
-    now,
     of_service,
     wait_for,
 )
@@ -50,7 +50,7 @@ def wait_scaled(cluster: Cluster, counts: dict[str, int]) -> None:
 def wait_every_replica_serves(cluster: Cluster, service: str) -> None:
     """Requests through the gateway reach every replica (it re-resolves the service's name)."""
     token = f"spread-{uuid.uuid4().hex}"
-    since = now().strftime("%Y-%m-%dT%H:%M:%S")
+    since = str(int(time.time()) - 1)  # a Unix time: no time zone to get wrong
     replicas = [c for c in of_service(containers(cluster.env), service) if c.running]
     sent = 0
 

@@ -27,7 +27,11 @@ from tests.cluster.conftest import GBP_RATE, Cluster
 
 # The README's command, as it is written there.
 SCALE_OUT = ("up", "-d", "--scale", "create_buy_order=3", "--scale", "outbox_relay=2", "--scale", "read_model_sync=2")
-SCALE_BACK = ("up", "-d", "--scale", "create_buy_order=1", "--scale", "outbox_relay=1", "--scale", "read_model_sync=1")
+# Back to one of each: only those services (--no-deps: the rest, the migration too, stay as they are).
+SCALE_BACK = (
+    *("up", "-d", "--no-deps", "--scale", "create_buy_order=1", "--scale", "outbox_relay=1"),
+    *("--scale", "read_model_sync=1", "create_buy_order", "outbox_relay", "read_model_sync"),
+)
 ORDERS = 300
 THREADS = 32
 # Each order asks for 1/200 of what is left, so the burst asks for 1.5 times that.

@@ -6,7 +6,7 @@ import subprocess
 import uuid
 from typing import Any
 
-from tests.cluster.cluster import REPO, Api, setting
+from tests.cluster.cluster import REPO, Api, converge, setting
 from tests.cluster.conftest import RATES, Cluster
 
 
@@ -46,8 +46,7 @@ def test_put_buy_order_sh_places_the_readme_order_and_replays_it_with_the_same_k
 def test_get_buy_order_sh_and_get_buy_orders_pass_last_ref_sh_page_through_the_orders(api: Api) -> None:
     # Enough orders for two pages of 10, the newest of them this test's.
     mine = [api.created("USD", f"{100 + n}.{n:02d}") for n in range(12)]
-    for order in mine:
-        api.projected(order["id"])
+    converge(api, {order["id"]: order for order in mine})
 
     status, first = script("./get_buy_order.sh", "10")
     assert status == 200

@@ -7,7 +7,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from tests.cluster.cluster import Api, ceil_to_satoshi, wait_for
+from tests.cluster.cluster import Api, ceil_to_satoshi, converge, wait_for
 from tests.cluster.conftest import RATES, Cluster
 
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -64,8 +64,7 @@ def test_an_order_can_be_read_by_id_once_projected_and_an_unknown_id_is_404(api:
 
 def test_paging_with_last_reference_lists_every_order_once_newest_first(api: Api) -> None:
     mine = [api.created("GBP" if n % 3 == 0 else "USD", f"{n + 1}.{n:02d}") for n in range(20)]
-    for order in mine:
-        api.projected(order["id"])
+    converge(api, {order["id"]: order for order in mine})
 
     pages = [api.page(7)]
     while pages[-1]["has_more"]:

@@ -16,7 +16,7 @@ from tests.cluster.cluster import (
     setting,
     wait_for,
 )
-from tests.cluster.conftest import Cluster
+from tests.cluster.session import Cluster
 
 # The services whose compose definition or image declares a healthcheck.
 HEALTHCHECKED = ("write_model", "read_model", "queue", "log", *("btc_price", "create_buy_order", "fetch_buy_orders"))

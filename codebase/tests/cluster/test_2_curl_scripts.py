@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from tests.cluster.cluster import REPO, Api, converge, setting
-from tests.cluster.conftest import RATES, Cluster
+from tests.cluster.session import RATES, Cluster
 
 
 def script(*args: str, succeeds: bool = True) -> tuple[int, dict[str, Any]]:

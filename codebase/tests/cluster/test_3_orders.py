@@ -8,7 +8,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from tests.cluster.cluster import Api, ceil_to_satoshi, converge, wait_for
-from tests.cluster.conftest import RATES, Cluster
+from tests.cluster.session import RATES, Cluster
 
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tests.cluster.cluster import APP_SERVICES, fluentd_records, now, wait_for
-from tests.cluster.conftest import Cluster
+from tests.cluster.session import Cluster
 
 
 def test_every_service_logs_to_fluentd_tagged_and_the_request_id_reaches_the_worker(cluster: Cluster) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 import httpx
 
 from tests.cluster.cluster import Deadline, compose, containers, of_service, setting, wait_for
-from tests.cluster.conftest import Cluster
+from tests.cluster.session import Cluster
 
 LOW_RATE, LOW_BURST = 5, 10
 LIMITED = "/healthz"  # on the create port: limited like every public path, and the cheapest to answer

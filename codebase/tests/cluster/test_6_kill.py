@@ -12,7 +12,7 @@ import random
 import pytest
 
 from tests.cluster.cluster import Burst, Container, containers, converge, of_service, run, wait_for
-from tests.cluster.conftest import Cluster
+from tests.cluster.session import Cluster
 
 BEFORE_KILL = 40  # orders answered before the kills
 AFTER_KILL = 150  # orders answered after them, before the burst stops

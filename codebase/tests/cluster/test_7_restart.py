@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.cluster.cluster import REPO, Deadline, containers, converge, run
-from tests.cluster.conftest import Cluster
+from tests.cluster.session import Cluster
 
 STOP_SECONDS = 180
 START_SECONDS = 420  # ./run.sh waits up to 180 s for readiness after `compose up`

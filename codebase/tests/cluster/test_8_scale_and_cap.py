@@ -23,7 +23,7 @@ from tests.cluster.cluster import (
     of_service,
     wait_for,
 )
-from tests.cluster.conftest import GBP_RATE, Cluster
+from tests.cluster.session import GBP_RATE, Cluster
 
 # The README's command, as it is written there.
 SCALE_OUT = ("up", "-d", "--scale", "create_buy_order=3", "--scale", "outbox_relay=2", "--scale", "read_model_sync=2")

@@ -27,6 +27,7 @@ def test_run_sh_stop_then_run_sh_keeps_every_order(cluster: Cluster) -> None:
     assert not [c.name for c in containers(cluster.env) if c.running], "./run.sh --stop left containers running"
 
     start_again(cluster)
+    api.reconnect()  # a new gateway: the old connections lead nowhere
 
     after = converge(api, before)
     assert len(after) >= len(before)

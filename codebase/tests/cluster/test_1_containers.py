@@ -79,6 +79,9 @@ def test_only_the_gateway_publishes_ports_the_two_api_ports_on_the_address_env_n
     publishing = {name for name, ports in published.items() if ports}
     gateways = [c.name for c in of_service(everything, "gateway")]
     assert publishing == set(gateways), f"containers publishing ports: {publishing}"
+    # Nor would any other container publish one when (re)started: the migration included.
+    configured = {c.name for c in everything if c.raw["HostConfig"].get("PortBindings")}
+    assert configured == set(gateways), f"containers set up to publish ports: {configured}"
     assert all(not c.raw["HostConfig"].get("PublishAllPorts") for c in everything)
 
     # On the ports and the address .env names (PUBLISH_ADDRESS: 127.0.0.1, this machine only).

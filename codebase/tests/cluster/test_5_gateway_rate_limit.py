@@ -13,6 +13,7 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 
 from tests.cluster.cluster import Deadline, compose, containers, of_service, setting, wait_for
 from tests.cluster.session import Cluster
@@ -72,6 +73,7 @@ def hammer(url: str, count: int) -> tuple[Counter[int], list[httpx.Response], fl
     return statuses, refused, time.monotonic() - started
 
 
+@pytest.mark.timeout(900)
 def test_one_client_over_the_gateway_rate_limit_gets_429_rate_limited_then_gets_through_again(
     cluster: Cluster,
 ) -> None:

@@ -158,8 +158,8 @@ ensure_venv() {
 # Local defaults for the URLs: they win over .env (which names the compose hosts) but never
 # over the caller's environment. The other settings (ports, limits) come from .env as usual.
 local_settings() {
-    : "${WRITE_MODEL_DB_URL:=postgresql+psycopg2://postgres@127.0.0.1:5432/btc_write_model}"
-    : "${READ_MODEL_DB_URL:=postgresql+psycopg2://postgres@127.0.0.1:5432/btc_read_model}"
+    : "${WRITE_MODEL_DB_URL:=postgresql://postgres@127.0.0.1:5432/btc_write_model}"
+    : "${READ_MODEL_DB_URL:=postgresql://postgres@127.0.0.1:5432/btc_read_model}"
     : "${AMQP_URL:=amqp://guest:guest@127.0.0.1:5672/%2F}"
     : "${BTC_PRICE_URL:=http://127.0.0.1:$(setting BTC_PRICE_PORT 8779)}"
     : "${FLUENTD_HOST=}" # set but empty: stdout only, unless the caller names a Fluentd

@@ -38,8 +38,9 @@ def _integer(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+_port = _integer(_port_variable, _default_port, 1, 65535)
 wsgi_app = f"btc_orders.asgi:{_service}()"
-bind = [f"0.0.0.0:{_integer(_port_variable, _default_port, 1, 65535)}"]
+bind = [f"0.0.0.0:{_port}"]
 worker_class = "uvicorn_worker.UvicornWorker"
 workers = 1 if _service in _SINGLE_PROCESS else _integer("WEB_CONCURRENCY", _DEFAULT_WORKERS, 1, 64)
 preload_app = False  # each worker builds its own app: DB pools and clients are never shared across fork
@@ -68,6 +69,16 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(_server: _Any) -> None:
+    # A port in use: one line naming the variable and a non-zero exit, before gunicorn's own
+    # bind (which retries for 5 s, then exits with lines that name no variable).
+    from btc_orders.services import StartupFailure, refuse_to_start
+    from btc_orders.services import bind as bind_port
+
+    try:
+        bind_port(_port, _port_variable).close()
+    except StartupFailure as error:
+        refuse_to_start(str(error))
+
     # A folder that outlived an earlier gunicorn (a container restarted in its pod) holds files
     # of dead workers whose pids may come again: start from an empty one.
     folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]

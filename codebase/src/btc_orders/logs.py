@@ -13,10 +13,13 @@ import logging
 import sys
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from fluent import asyncsender
+
+from btc_orders.domain import money
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -57,7 +60,9 @@ def _record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _default(value: Any) -> Any:
-    return str(value)  # Decimal, UUID, Enum: their exact text
+    if isinstance(value, Decimal):
+        return money.plain(value)  # never `0E-8`
+    return str(value)  # UUID, Enum: their exact text
 
 
 class JsonLinesFormatter(logging.Formatter):

@@ -43,6 +43,7 @@ EVENTS_CONFIRMED = Counter("events_confirmed_total", "Outbox events the broker c
 EVENTS_APPLIED = Counter("events_applied_total", "Events projected into the read model")
 EVENTS_REDELIVERED = Counter("events_redelivered_total", "Events that arrived again after a failure")
 EVENTS_DEAD_LETTERED = Counter("events_dead_lettered_total", "Messages rejected to the dead-letter queue")
+OUTBOX_PRUNED = Counter("outbox_pruned_total", "Sent outbox rows deleted after the retention period")
 OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox rows not yet confirmed by the broker", multiprocess_mode="max")
 OUTBOX_OLDEST_AGE = Gauge(
     "outbox_oldest_unsent_age_seconds", "Age of the oldest unsent outbox row", multiprocess_mode="max"

@@ -7,15 +7,31 @@ A missing or malformed variable stops the process with one line naming it.
 
 import sys
 from decimal import Decimal
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, NoReturn, Self, TypeVar
 
-from pydantic import AnyUrl, Field, ValidationError, field_validator
+import pika
+from pydantic import AfterValidator, Field, HttpUrl, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from btc_orders.domain import money
+from btc_orders.adapters import db
+from btc_orders.domain import cap, money
 
+# The types every setting of its kind shares: each rule is written once.
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]  # durations, never money
+PoolSize = Annotated[int, Field(ge=1, le=200)]
+# postgresql://, postgres:// or postgresql+psycopg2://, kept with the driver named (db.sqlalchemy_url)
+PostgresUrl = Annotated[str, AfterValidator(db.sqlalchemy_url)]
+
+
+def _amqp_url(value: str) -> str:
+    if not value.startswith(("amqp://", "amqps://")):
+        raise ValueError("must be an amqp:// or amqps:// URL")
+    pika.URLParameters(value)  # the client's own parser: a bad port or option fails here, not at connect
+    return value
+
+
+AmqpUrl = Annotated[str, AfterValidator(_amqp_url)]
 
 
 class BaseServiceSettings(BaseSettings):
@@ -42,40 +58,40 @@ class BaseServiceSettings(BaseSettings):
 
 
 class WriteModelSettings(BaseServiceSettings):
-    write_model_db_url: str = Field(alias="WRITE_MODEL_DB_URL")
-    db_pool_size: Annotated[int, Field(ge=1, le=200)] = Field(default=20, alias="DB_POOL_SIZE")
-
-    @field_validator("write_model_db_url")
-    @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        return _postgres_url(value)
+    write_model_db_url: PostgresUrl = Field(alias="WRITE_MODEL_DB_URL")
+    db_pool_size: PoolSize = Field(default=20, alias="DB_POOL_SIZE")
 
 
 class ReadModelSettings(BaseServiceSettings):
-    read_model_db_url: str = Field(alias="READ_MODEL_DB_URL")
-    db_pool_size: Annotated[int, Field(ge=1, le=200)] = Field(default=20, alias="DB_POOL_SIZE")
-
-    @field_validator("read_model_db_url")
-    @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        return _postgres_url(value)
+    read_model_db_url: PostgresUrl = Field(alias="READ_MODEL_DB_URL")
+    db_pool_size: PoolSize = Field(default=20, alias="DB_POOL_SIZE")
 
 
 class BtcPriceSettings(BaseServiceSettings):
     port: Port = Field(default=8779, alias="BTC_PRICE_PORT")
-    coinbase_api_url: AnyUrl = Field(default=AnyUrl("https://api.coinbase.com"), alias="COINBASE_API_URL")
+    coinbase_api_url: HttpUrl = Field(default=HttpUrl("https://api.coinbase.com"), alias="COINBASE_API_URL")
     rate_ttl_seconds: Seconds = Field(default=2, alias="RATE_TTL_SECONDS")
     rate_max_age_seconds: Seconds = Field(default=30, alias="RATE_MAX_AGE_SECONDS")
     coinbase_timeout_seconds: Seconds = Field(default=2, alias="COINBASE_TIMEOUT_SECONDS")
 
+    @model_validator(mode="after")
+    def _ttl_within_max_age(self) -> Self:
+        # The cache serves a rate for its TTL: a TTL past the maximum age would serve a rate too old.
+        if self.rate_ttl_seconds > self.rate_max_age_seconds:
+            raise ValueError(
+                f"RATE_TTL_SECONDS ({self.rate_ttl_seconds:g}) must not exceed RATE_MAX_AGE_SECONDS "
+                f"({self.rate_max_age_seconds:g}): a cached rate would be served past its maximum age"
+            )
+        return self
+
 
 class CreateBuyOrderSettings(WriteModelSettings):
     port: Port = Field(default=8777, alias="CREATE_BUY_ORDER_PORT")
-    btc_price_url: AnyUrl = Field(alias="BTC_PRICE_URL")
+    btc_price_url: HttpUrl = Field(alias="BTC_PRICE_URL")
     btc_cap: Decimal = Field(default=Decimal(100), alias="BTC_CAP")
     cap_ledger_slots: Annotated[int, Field(ge=1, le=256)] = Field(default=16, alias="CAP_LEDGER_SLOTS")
     rate_max_age_seconds: Seconds = Field(default=30, alias="RATE_MAX_AGE_SECONDS")
-    rate_ttl_seconds: Seconds = Field(default=2, alias="RATE_TTL_SECONDS")
+    rate_ttl_seconds: Seconds = Field(default=2, alias="RATE_TTL_SECONDS")  # reuse, capped at the max age
     btc_price_timeout_seconds: Seconds = Field(default=3, alias="BTC_PRICE_TIMEOUT_SECONDS")
 
     @field_validator("btc_cap", mode="before")
@@ -86,11 +102,16 @@ class CreateBuyOrderSettings(WriteModelSettings):
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise ValueError("must be a decimal number of BTC such as 100")
         try:
-            cap = money.parse_rate(str(value))
-            money.btc_to_satoshis(cap)
+            btc = money.parse_rate(str(value))
+            satoshis = money.btc_to_satoshis(btc)
         except money.MoneyError:
             raise ValueError("must be a positive decimal number of BTC with at most 8 decimal places") from None
-        return cap
+        if satoshis > cap.MAX_CAP_SATOSHIS:
+            raise ValueError(
+                f"must be at most {money.format_btc(money.satoshis_to_btc(cap.MAX_CAP_SATOSHIS))} BTC "
+                "(the most the cap ledger's bigint satoshi columns hold)"
+            )
+        return btc
 
     @property
     def btc_cap_satoshis(self) -> int:
@@ -102,14 +123,7 @@ class FetchBuyOrdersSettings(ReadModelSettings):
 
 
 class AmqpSettings(BaseServiceSettings):
-    amqp_url: str = Field(alias="AMQP_URL")
-
-    @field_validator("amqp_url")
-    @classmethod
-    def _amqp_url(cls, value: str) -> str:
-        if not value.startswith(("amqp://", "amqps://")):
-            raise ValueError("must be an amqp:// or amqps:// URL")
-        return value
+    amqp_url: AmqpUrl = Field(alias="AMQP_URL")
 
 
 MetricsPort = Annotated[int, Field(ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off")]
@@ -125,22 +139,15 @@ class OutboxRelaySettings(AmqpSettings, WriteModelSettings):
     metrics_port: MetricsPort = Field(default=9101, alias="OUTBOX_RELAY_METRICS_PORT")
     outbox_batch_size: Annotated[int, Field(ge=1, le=10000)] = Field(default=500, alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_seconds: Seconds = Field(default=0.02, alias="OUTBOX_POLL_INTERVAL_SECONDS")
+    # Sent outbox rows are deleted this long after the broker confirmed them (default 7 days).
+    outbox_retention_seconds: Annotated[int, Field(ge=60, le=366 * 24 * 3600)] = Field(
+        default=7 * 24 * 3600, alias="OUTBOX_RETENTION_SECONDS"
+    )
 
 
 class MigrationSettings(BaseServiceSettings):
-    write_model_db_url: str = Field(alias="WRITE_MODEL_DB_URL")
-    read_model_db_url: str = Field(alias="READ_MODEL_DB_URL")
-
-    @field_validator("write_model_db_url", "read_model_db_url")
-    @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        return _postgres_url(value)
-
-
-def _postgres_url(value: str) -> str:
-    if not value.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
-        raise ValueError("must be a postgresql:// URL")
-    return value
+    write_model_db_url: PostgresUrl = Field(alias="WRITE_MODEL_DB_URL")
+    read_model_db_url: PostgresUrl = Field(alias="READ_MODEL_DB_URL")
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)
@@ -152,8 +159,10 @@ def load(settings_class: type[SettingsT]) -> SettingsT:
         return settings_class()
     except ValidationError as error:
         first = error.errors()[0]
-        variable = str(first["loc"][0]) if first["loc"] else "configuration"
-        _stop(f"configuration error: {variable}: {first['msg']}")
+        message = first["msg"].removeprefix("Value error, ")
+        if first["loc"]:
+            _stop(f"configuration error: {first['loc'][0]}: {message}")
+        _stop(f"configuration error: {message}")  # a rule across variables names them itself
 
 
 def _stop(line: str) -> NoReturn:

@@ -4,24 +4,30 @@ Domain errors map to an HTTP status and the one error shape
 `{"detail": {"code": ..., "message": ...}}` here and nowhere else.
 """
 
+import asyncio
 import logging
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
 import orjson
+import psycopg2
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from btc_orders import logs, metrics
+from btc_orders.adapters import db
 from btc_orders.domain import errors, money
 
 log = logging.getLogger(__name__)
@@ -93,6 +99,14 @@ async def _http_error_handler(request: Request, error: Exception) -> Response:
     response = error_response(error.status_code, code, str(error.detail))
     response.headers.update(error.headers or {})
     return response
+
+
+async def _database_error_handler(request: Request, error: Exception) -> Response:
+    """A database error that no adapter turned into a domain error: a 503 if it is an outage
+    (`db.is_outage`, by its SQLSTATE), else a bug (500)."""
+    if db.is_outage(error):
+        return await _domain_error_handler(request, errors.ServiceUnavailable(db.outage_message("service's", error)))
+    return await _unexpected_error_handler(request, error)
 
 
 async def _unexpected_error_handler(_request: Request, error: Exception) -> Response:
@@ -192,10 +206,41 @@ ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 _T = TypeVar("_T")
 
 
+PROBE_THREADS = 2
+_probe_limiters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def probe(check: Callable[..., _T], *args: Any) -> _T:
-    """Run a blocking probe (readiness, a metrics scrape) in a thread of its own, not one of the
-    request threads (capped by `thread_limit`): a busy worker still answers its probes."""
-    return await anyio.to_thread.run_sync(check, *args, limiter=anyio.CapacityLimiter(1))
+    """Run a blocking probe (readiness, a metrics scrape) on the process's probe threads: at most
+    `PROBE_THREADS` at once, whatever the number of probes, and none of the request threads
+    (capped by `thread_limit`): a busy worker still answers its probes, and a storm of probes
+    never takes a thread from an order."""
+    loop = asyncio.get_running_loop()
+    limiter = _probe_limiters.get(loop)
+    if limiter is None:
+        limiter = _probe_limiters[loop] = anyio.CapacityLimiter(PROBE_THREADS)
+    return await anyio.to_thread.run_sync(check, *args, limiter=limiter)
+
+
+class SingleFlight(Generic[_T]):
+    """Concurrent callers share one run of `work` in flight (300 probes at once: one check)."""
+
+    def __init__(self, work: Callable[[], Awaitable[_T]]) -> None:
+        self._work = work
+        self._in_flight: asyncio.Future[_T] | None = None
+
+    async def __call__(self) -> _T:
+        if self._in_flight is None:
+            self._in_flight = asyncio.ensure_future(self._work())
+            self._in_flight.add_done_callback(self._done)
+        return await asyncio.shield(self._in_flight)
+
+    def _done(self, future: "asyncio.Future[_T]") -> None:
+        self._in_flight = None
+        if not future.cancelled():
+            future.exception()  # retrieved: a failure is each caller's, not an unretrieved warning
 
 
 def create_app(
@@ -221,9 +266,17 @@ def create_app(
             yield
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=limited_lifespan)
+    shared_readiness = SingleFlight(readiness)
+
+    async def exposition() -> tuple[bytes, str]:
+        return await probe(metrics.exposition)
+
+    shared_exposition = SingleFlight(exposition)
     app.add_middleware(RequestContextMiddleware, service=title)
     app.add_exception_handler(errors.DomainError, _domain_error_handler)
     app.add_exception_handler(HTTPException, _http_error_handler)
+    for database_error in (DBAPIError, PoolTimeout, psycopg2.Error):
+        app.add_exception_handler(database_error, _database_error_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
@@ -237,13 +290,13 @@ def create_app(
         responses={503: {"description": "a backing service is unreachable"}},
     )
     async def readyz() -> Response:
-        checks = await readiness()
+        checks = await shared_readiness()
         ready = all(checks.values())
         return json_response({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
-        body, content_type = await probe(metrics.exposition)  # the cap gauges read the database
+        body, content_type = await shared_exposition()  # the cap gauges read the database
         return Response(body, media_type=content_type)
 
     return app

@@ -19,6 +19,8 @@ from tests.containers.conftest import (
 )
 
 DOCKERFILES = sorted((REPO / "docker" / "services").glob("*/Dockerfile*"))
+# The local equivalents of the upstream images (docker/local-images): linted the same way.
+LOCAL_DOCKERFILES = sorted((REPO / "docker" / "local-images").glob("*/Dockerfile"))
 
 
 def test_every_service_has_a_base_and_a_run_dockerfile() -> None:
@@ -28,14 +30,14 @@ def test_every_service_has_a_base_and_a_run_dockerfile() -> None:
         assert (REPO / "docker" / "services" / name / "Dockerfile").is_file()
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(REPO)))
+@pytest.mark.parametrize("dockerfile", DOCKERFILES + LOCAL_DOCKERFILES, ids=lambda path: str(path.relative_to(REPO)))
 def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     # Every severity counts, down to style and info: nothing is left unexplained.
     result = run(tool("hadolint"), "--no-color", "--failure-threshold", "style", str(dockerfile))
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(REPO)))
+@pytest.mark.parametrize("dockerfile", DOCKERFILES + LOCAL_DOCKERFILES, ids=lambda path: str(path.relative_to(REPO)))
 def test_every_hadolint_ignore_says_why(dockerfile: Path) -> None:
     lines = dockerfile.read_text().splitlines()
     for number, line in enumerate(lines):

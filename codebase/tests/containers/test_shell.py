@@ -21,6 +21,8 @@ SCRIPTS = sorted(
         REPO / ".ci" / "run",
         *(REPO / "scripts").glob("*.sh"),
         *(REPO / "docker").glob("*.sh"),
+        *(REPO / "docker" / "local-images").glob("**/*.sh"),
+        REPO / "docker" / "local-images" / "fluentd-standin" / "fluentd-standin-healthcheck",
     }
 )
 TOP_LEVEL = ("run.sh", "test.sh", "build_base_images.sh", "build_run_images.sh", "put_buy_order.sh", "get_buy_order.sh")

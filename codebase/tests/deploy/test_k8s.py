@@ -45,6 +45,9 @@ PORT_VARIABLE = {
 PUBLIC_APIS = {"create-buy-order", "fetch-buy-orders"}
 WORKERS = {"outbox-relay": "outbox_relay", "read-model-sync": "read_model_sync"}
 JOBS = {"migration"}
+# The admin CLI's pod: zero replicas, scaled up for a session (deploy/k8s/base/admin.yaml); it
+# serves nothing, so it has no Service, metrics or disruption budget.
+ADMIN = "admin"
 # Kubernetes object name -> the package's service name (and its image btc-orders/<service>).
 SERVICE_OF = {
     "create-buy-order": "create_buy_order",
@@ -53,9 +56,15 @@ SERVICE_OF = {
     **WORKERS,
     "migration": "migration",
 }
-SECRET_KEYS = {"WRITE_MODEL_DB_URL", "READ_MODEL_DB_URL", "AMQP_URL"}
+IMAGE_OF = {**SERVICE_OF, ADMIN: "migration"}  # the admin CLI runs from the one-off processes' image
+# One Secret per backing service, each holding that service's URL.
+SECRETS = {
+    "write-model-credentials": "WRITE_MODEL_DB_URL",
+    "read-model-credentials": "READ_MODEL_DB_URL",
+    "broker-credentials": "AMQP_URL",
+}
+SECRET_KEYS = set(SECRETS.values())
 CONFIG_MAP = "btc-orders-config"
-SECRET = "btc-orders-credentials"
 # Where the base's ConfigMap differs from .env on purpose (deploy/k8s/base/config.env says why).
 K8S_DIFFERENCES = {"BTC_PRICE_URL", "FLUENTD_HOST"}
 METRICS_PORT = 9100
@@ -74,8 +83,8 @@ def config_map(objects: tuple[Object, ...]) -> dict[str, str]:
     return data
 
 
-def secret(objects: tuple[Object, ...]) -> dict[str, str]:
-    data = generated(objects, "Secret", SECRET)["data"]
+def secret(objects: tuple[Object, ...], name: str) -> dict[str, str]:
+    data = generated(objects, "Secret", name)["data"]
     return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
 
@@ -148,16 +157,19 @@ def test_what_is_rendered(rendered: tuple[Object, ...]) -> None:
     kinds: dict[str, set[str]] = {}
     for obj in rendered:
         kinds.setdefault(obj["kind"], set()).add(obj["metadata"]["name"])
-    assert kinds["Deployment"] == {*HTTP, *WORKERS}
+    assert kinds["Deployment"] == {*HTTP, *WORKERS, ADMIN}
     assert kinds["Job"] == JOBS
     assert kinds["Service"] == set(HTTP)
     assert kinds["HorizontalPodAutoscaler"] == PUBLIC_APIS
     assert kinds["PodDisruptionBudget"] == {*HTTP, *WORKERS}
     generated(rendered, "ConfigMap", CONFIG_MAP)
-    generated(rendered, "Secret", SECRET)
+    for name in SECRETS:
+        generated(rendered, "Secret", name)
+    assert len(kinds["Secret"]) == len(SECRETS)
     assert set(kinds) <= {"Namespace", "ConfigMap", "Secret", "Service", "Deployment", "Job"} | {
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     }, "no Postgres or RabbitMQ here: they are backing services attached by URL"
 
 
@@ -229,7 +241,7 @@ def test_the_readiness_probe_of_btc_price_outlasts_a_slow_coinbase(rendered: tup
 def test_btc_price_runs_one_gunicorn_worker_in_one_pod(rendered: tuple[Object, ...]) -> None:
     deployment = of_kind(rendered, "Deployment")["btc-price"]
     assert deployment["spec"]["replicas"] == 1, "each btc_price pod makes its own Coinbase calls"
-    # `env` wins over `envFrom`, whatever the ConfigMap's WEB_CONCURRENCY says.
+    # A literal, not the ConfigMap's WEB_CONCURRENCY (which sizes the two public APIs).
     assert env_of(container_of(deployment))["WEB_CONCURRENCY"] == "1"
     targets = {hpa["spec"]["scaleTargetRef"]["name"] for hpa in of_kind(rendered, "HorizontalPodAutoscaler").values()}
     assert "btc-price" not in targets
@@ -252,6 +264,9 @@ def test_http_services_keep_multiprocess_metrics_in_an_empty_dir(rendered: tuple
 
 def test_prometheus_scrape_annotations_name_a_container_port(rendered: tuple[Object, ...]) -> None:
     for name, deployment in of_kind(rendered, "Deployment").items():
+        if name == ADMIN:
+            assert "annotations" not in deployment["spec"]["template"]["metadata"], "admin serves nothing"
+            continue
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true", name
         assert annotations["prometheus.io/path"] == "/metrics", name
@@ -281,9 +296,9 @@ def test_images_are_the_suites_own(rendered: tuple[Object, ...]) -> None:
     for name, workload in workloads(rendered).items():
         image = container_of(workload)["image"]
         if overlay:
-            assert image == f"registry.example.com/btc-orders/{SERVICE_OF[name]}:1.0.0", name
+            assert image == f"registry.example.com/btc-orders/{IMAGE_OF[name]}:1.0.0", name
         else:
-            assert image == f"btc-orders/{SERVICE_OF[name]}:latest", name
+            assert image == f"btc-orders/{IMAGE_OF[name]}:latest", name
 
 
 def test_workers_run_their_module_with_at_least_two_replicas(rendered: tuple[Object, ...]) -> None:
@@ -348,13 +363,16 @@ def test_every_deployment_has_a_disruption_budget_that_allows_a_drain(rendered: 
         assert len(selected) == 1, f"PDB {name} selects {selected}"
         covered.add(selected[0])
         replicas = minimum.get(selected[0], deployments[selected[0]]["spec"].get("replicas", 1))
+        assert replicas >= 1, f"PDB {name} guards a Deployment of no pods"
         if "minAvailable" in pdb["spec"]:
             assert int(pdb["spec"]["minAvailable"]) < replicas, f"PDB {name} would block every drain"
         else:
             assert int(pdb["spec"]["maxUnavailable"]) >= 1, f"PDB {name} would block every drain"
             if replicas >= 2:
                 assert int(pdb["spec"]["maxUnavailable"]) < replicas, f"PDB {name} lets every pod go at once"
-    assert covered == set(deployments)
+    # The admin pod runs for a session only (zero replicas otherwise): nothing to keep up in a drain.
+    assert covered == set(deployments) - {ADMIN}
+    assert deployments[ADMIN]["spec"]["replicas"] == 0
 
 
 def test_selectors_select_their_own_pods_only(rendered: tuple[Object, ...]) -> None:
@@ -407,37 +425,52 @@ def test_config_map_matches_the_manifests(rendered: tuple[Object, ...]) -> None:
     assert "btc-price" in of_kind(rendered, "Service")
 
 
-def test_the_secret_holds_the_three_urls_as_marked_placeholders(rendered: tuple[Object, ...]) -> None:
-    values = secret(rendered)
-    assert set(values) == SECRET_KEYS
-    for key, value in values.items():
+def test_each_secret_holds_its_url_as_a_marked_placeholder(rendered: tuple[Object, ...]) -> None:
+    for name, key in SECRETS.items():
+        values = secret(rendered, name)
+        assert set(values) == {key}, f"{name}: one backing service's credentials, no others"
         scheme = "amqp" if key == "AMQP_URL" else "postgresql+psycopg2"
-        url = urlsplit(value)
-        assert url.scheme == scheme and url.hostname, f"{key}: {value}"
+        url = urlsplit(values[key])
+        assert url.scheme == scheme and url.hostname, f"{key}: {values[key]}"
         assert url.password == "CHANGE-ME", f"{key}: example values only, marked as such"
     for folder in (K8S / "base", K8S / "overlays" / "example"):
-        assert "PLACEHOLDER" in (folder / "credentials.example.env").read_text()
+        files = sorted((folder / "credentials").glob("*.env"))
+        assert len(files) == len(SECRETS), folder
+        for path in files:
+            assert path.name.endswith(".example.env") and "PLACEHOLDER" in path.read_text(), path
 
 
-def test_every_process_gets_the_config_and_the_credentials_it_needs(rendered: tuple[Object, ...]) -> None:
+def test_every_reference_to_the_config_and_the_secrets_resolves(rendered: tuple[Object, ...]) -> None:
+    """Each names a generated (hashed) object of this render and a key it has; none is optional."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in rendered if o["kind"] in {"ConfigMap", "Secret"}}
     config_name = generated(rendered, "ConfigMap", CONFIG_MAP)["metadata"]["name"]
-    secret_name = generated(rendered, "Secret", SECRET)["metadata"]["name"]
+    secret_names = {generated(rendered, "Secret", name)["metadata"]["name"] for name in SECRETS}
     for name, workload in workloads(rendered).items():
-        sources = container_of(workload)["envFrom"]
-        config_maps = [s["configMapRef"]["name"] for s in sources if "configMapRef" in s]
-        secrets = [s["secretRef"]["name"] for s in sources if "secretRef" in s]
-        assert config_maps == [config_name], f"{name}: the generated (hashed) ConfigMap"
-        # btc_price uses no database and no broker: it gets no credentials.
-        assert secrets == ([] if name == "btc-price" else [secret_name]), name
-        for source in sources:
-            assert not source.get("configMapRef", source.get("secretRef", {})).get("optional"), name
+        container = container_of(workload)
+        assert not any("configMapRef" in s for s in container.get("envFrom", [])), f"{name}: keys it reads, not all"
+        for source in container.get("envFrom", []):
+            reference = source["secretRef"]
+            assert reference["name"] in secret_names and not reference.get("optional"), name
+        for item in container.get("env", []):
+            if "value" in item:
+                continue
+            kind, field = ("ConfigMap", "configMapKeyRef")
+            if "secretKeyRef" in item["valueFrom"]:
+                kind, field = ("Secret", "secretKeyRef")
+            reference = item["valueFrom"][field]
+            assert reference["name"] in ({config_name} if kind == "ConfigMap" else secret_names), f"{name}: {item}"
+            assert reference["key"] in objects[(kind, reference["name"])]["data"], f"{name}: {item}"
+            assert not reference.get("optional"), f"{name}: {item['name']}"
 
 
 def test_the_overlay_sets_a_namespace_with_restricted_pod_security() -> None:
     objects = render("example")
     namespace = one_of_kind(objects, "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    elsewhere = []
     for obj in objects:
-        if obj["kind"] != "Namespace":
-            assert obj["metadata"]["namespace"] == namespace["metadata"]["name"], obj["metadata"]["name"]
+        if obj["kind"] != "Namespace" and obj["metadata"]["namespace"] != namespace["metadata"]["name"]:
+            elsewhere.append((obj["kind"], obj["metadata"]["namespace"]))
+    # Only the in-cluster backing services' side of their NetworkPolicies lives in their namespace.
+    assert set(elsewhere) == {("NetworkPolicy", "btc-data")}, elsewhere
     assert all("namespace" not in obj["metadata"] for obj in render("base")), "the base lands where applied"

@@ -1,5 +1,6 @@
 """PUT /buy_order end to end: real processes, real Postgres, Coinbase played on loopback."""
 
+import json
 import threading
 import time
 import uuid
@@ -315,3 +316,89 @@ def test_a_replay_is_answered_while_no_rate_can_be_had(suite: Suite) -> None:
     replay = put(api, body)
     assert replay.status_code == 200
     assert replay.content == first.content
+
+
+def test_btc_price_answers_a_parser_bomb_with_a_remembered_503_and_the_last_good_rate(suite: Suite) -> None:
+    price = suite.start("btc_price", RATE_TTL_SECONDS="0.3", RATE_MAX_AGE_SECONDS="1.5").url
+    assert httpx.get(f"{price}/btc_price/EUR").json()["rate"] == "91234.56"
+    suite.coinbase.set("parser_bomb")
+    time.sleep(0.4)
+    young = [httpx.get(f"{price}/btc_price/EUR") for _ in range(5)]
+    assert {response.status_code for response in young} == {200}  # the last good rate, still young
+    assert {response.json()["rate"] for response in young} == {"91234.56"}
+    time.sleep(1.5)
+    calls_before, started = suite.coinbase.calls["EUR"], time.monotonic()
+    refused = [httpx.get(f"{price}/btc_price/EUR") for _ in range(20)]
+    elapsed = time.monotonic() - started
+    assert {response.status_code for response in refused} == {503}
+    assert {response.json()["detail"]["code"] for response in refused} == {"rate_unavailable"}
+    assert all(int(response.headers["retry-after"]) >= 1 for response in refused)
+    # the failure is remembered for the TTL: at most one upstream call per TTL, not one per request
+    assert suite.coinbase.calls["EUR"] - calls_before <= 1 + elapsed / 0.3
+
+
+def _order(**fields: object) -> dict[str, object]:
+    return {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4()), **fields}
+
+
+def test_a_key_given_twice_in_the_body_is_a_422_naming_it_and_stores_nothing(api: str, shared_suite: Suite) -> None:
+    key = str(uuid.uuid4())
+    body = f'{{"currency": "USD", "amount": "1.00", "idempotence_key": "{key}", "amount": "999999.00"}}'
+    response = httpx.put(f"{api}/buy_order", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "amount"]
+    assert error["type"] == "duplicate_key"
+    assert "amount" in error["msg"]
+    assert stored_orders(shared_suite, key) == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml"],
+)
+def test_a_body_sent_as_another_media_type_is_a_415_saying_what_to_send(api: str, content_type: str) -> None:
+    body = _order()
+    response = httpx.put(f"{api}/buy_order", content=json.dumps(body), headers={"Content-Type": content_type})
+    assert response.status_code == 415, response.text
+    detail = response.json()["detail"]
+    assert detail["code"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in detail["message"]
+
+
+def test_a_form_is_a_415(api: str) -> None:
+    response = httpx.put(
+        f"{api}/buy_order", data={"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())}
+    )
+    assert response.status_code == 415, response.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Content-Type": "application/json; charset=utf-8"}, {"Content-Type": "application/vnd.orders+json"}],
+    ids=["no content type", "charset", "+json"],
+)
+def test_json_bodies_are_read_whatever_json_media_type_or_none(api: str, headers: dict[str, str]) -> None:
+    response = httpx.put(f"{api}/buy_order", content=json.dumps(_order()).encode(), headers=headers)
+    assert response.status_code == 201, response.text
+
+
+def test_the_key_header_in_the_drafts_quoted_form_names_the_same_order_as_bare(api: str) -> None:
+    key = str(uuid.uuid4())
+    body = {"currency": "EUR", "amount": "2.00"}
+    first = httpx.put(f"{api}/buy_order", json=body, headers={"Idempotency-Key": f'"{key}"'})
+    assert first.status_code == 201, first.text
+    assert first.json()["idempotence_key"] == key
+    again = httpx.put(f"{api}/buy_order", json=body, headers={"Idempotency-Key": key})
+    assert again.status_code == 200 and again.json() == first.json()
+    both = httpx.put(f"{api}/buy_order", json={**body, "idempotence_key": key}, headers={"Idempotency-Key": f'"{key}"'})
+    assert both.status_code == 200, both.text  # the same key in both forms: no conflict
+    other = str(uuid.uuid4())
+    conflict = httpx.put(
+        f"{api}/buy_order", json={**body, "idempotence_key": other}, headers={"Idempotency-Key": f'"{key}"'}
+    )
+    assert conflict.status_code == 400
+    assert conflict.json()["detail"]["code"] == "idempotence_key_conflict"
+    malformed = httpx.put(f"{api}/buy_order", json=body, headers={"Idempotency-Key": f'"{key}'})
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"][0]["loc"] == ["header", "idempotency-key"]

@@ -1,8 +1,11 @@
 """Metrics that move when orders are made, and one request id followed through every process."""
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +15,7 @@ import psycopg2
 import psycopg2.extensions
 from prometheus_client.parser import text_string_to_metric_families
 
+from btc_orders import web
 from tests.e2e.conftest import Suite
 from tests.support.services import ServiceProcess, free_port, wait_until
 
@@ -182,3 +186,42 @@ def locked_waiters(connection: psycopg2.extensions.connection) -> int:
         )
         (count,) = cursor.fetchone()
     return int(count)
+
+
+def test_a_storm_of_probes_keeps_threads_bounded_and_orders_served(suite: Suite) -> None:
+    """300 concurrent /readyz and 300 /metrics share one bounded set of probe threads (not a thread
+    each), and the probes' connections are their own: an order placed during the storm is stored."""
+    suite.start("btc_price")
+    create = suite.start("create_buy_order", DB_POOL_SIZE="4")
+    assert create.process is not None
+    tasks = Path(f"/proc/{create.process.pid}/task")
+    order = {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())}
+    assert httpx.put(f"{create.url}/buy_order", json=order, timeout=10).status_code == 201
+    assert httpx.get(f"{create.url}/readyz", timeout=10).status_code == 200
+    baseline = len(list(tasks.iterdir()))
+    peak = baseline
+    storming = threading.Event()
+    answers: list[int] = []
+
+    async def storm() -> None:
+        limits = httpx.Limits(max_connections=600, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=create.url, limits=limits, timeout=60) as client:
+            probes = [client.get(path) for path in ("/readyz", "/metrics") for _ in range(300)]
+            storming.set()
+            answers.extend(response.status_code for response in await asyncio.gather(*probes))
+
+    stormer = threading.Thread(target=asyncio.run, args=(storm(),))
+    stormer.start()
+    storming.wait(10)
+    placed = None
+    while stormer.is_alive():
+        peak = max(peak, len(list(tasks.iterdir())))
+        if placed is None:
+            during = {"currency": "EUR", "amount": "2.00", "idempotence_key": str(uuid.uuid4())}
+            placed = httpx.put(f"{create.url}/buy_order", json=during, timeout=30)
+        time.sleep(0.005)
+    stormer.join()
+    assert placed is not None and placed.status_code == 201, placed.text if placed else None
+    assert answers.count(200) == 600, sorted(set(answers))
+    # request threads (DB_POOL_SIZE) + probe threads + the few of uvicorn and the clients; 300+ before
+    assert peak <= baseline + 4 + web.PROBE_THREADS + 4, (baseline, peak)

@@ -1,13 +1,27 @@
 """Processes refuse to start, with one clear line, on bad settings or an old schema."""
 
+import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from sqlalchemy import make_url
 
-from tests.support.services import base_env, throwaway_databases
+from tests.support.services import (
+    ServiceProcess,
+    admin_connection,
+    base_env,
+    free_port,
+    throwaway_databases,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+GUNICORN_CONF = REPO / "docker" / "gunicorn.conf.py"
 
 
 def start(service: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -41,6 +55,28 @@ def start(service: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
                 "CREATE_BUY_ORDER_PORT": "99999",
             },
             "CREATE_BUY_ORDER_PORT",
+        ),
+        # more than the ledger's bigint satoshi columns hold: refused before any database is touched
+        (
+            {
+                "WRITE_MODEL_DB_URL": "postgresql://x/y",
+                "BTC_PRICE_URL": "http://127.0.0.1:1",
+                "BTC_CAP": "100000000000",
+            },
+            "BTC_CAP",
+        ),
+        (
+            {"WRITE_MODEL_DB_URL": "postgresql+asyncpg://x/y", "BTC_PRICE_URL": "http://127.0.0.1:1"},
+            "WRITE_MODEL_DB_URL",
+        ),
+        (
+            {"WRITE_MODEL_DB_URL": "postgresql://x:notaport/y", "BTC_PRICE_URL": "http://127.0.0.1:1"},
+            "WRITE_MODEL_DB_URL",
+        ),
+        ({"WRITE_MODEL_DB_URL": "postgresql://x/y", "BTC_PRICE_URL": "ftp://127.0.0.1:1"}, "BTC_PRICE_URL"),
+        (
+            {"WRITE_MODEL_DB_URL": "postgresql://x/y", "BTC_PRICE_URL": "http://127.0.0.1:1", "DB_POOL_SIZE": "0"},
+            "DB_POOL_SIZE",
         ),
     ],
 )
@@ -95,3 +131,142 @@ def test_a_database_still_starting_is_waited_for(tmp_path: Path) -> None:
         finally:
             service.stop()
             admin.close()
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def test_a_rule_across_variables_is_one_line_naming_both(tmp_path: Path) -> None:
+    result = start("btc_price", base_env(RATE_TTL_SECONDS="60", RATE_MAX_AGE_SECONDS="30"), tmp_path)
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert line.startswith("configuration error: RATE_TTL_SECONDS (60) must not exceed RATE_MAX_AGE_SECONDS (30)")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
+def test_database_urls_as_users_write_them_are_served_by_the_one_driver(tmp_path: Path, scheme: str) -> None:
+    with throwaway_databases() as databases:
+        url = make_url(databases.read_url).set(drivername=scheme).render_as_string(hide_password=False)
+        assert url.startswith(f"{scheme}://")
+        port = free_port()
+        env = base_env(READ_MODEL_DB_URL=url, FETCH_BUY_ORDERS_PORT=str(port))
+        service = ServiceProcess("fetch_buy_orders", env, tmp_path / "fetch.log", port).start()
+        try:
+            assert httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200
+            assert httpx.get(f"{service.url}/buy_orders", timeout=5).json()["buy_orders"] == []
+        finally:
+            service.stop()
+
+
+def test_the_migration_takes_a_plain_postgresql_url(tmp_path: Path) -> None:
+    with throwaway_databases(migrated=False) as databases:
+        assert databases.write_url.startswith("postgresql://")
+        postgres_form = databases.read_url.replace("postgresql://", "postgres://", 1)
+        result = start(
+            "migration", base_env(WRITE_MODEL_DB_URL=databases.write_url, READ_MODEL_DB_URL=postgres_form), tmp_path
+        )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port some other process listens on."""
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "needs"),
+    [
+        ("btc_price", "BTC_PRICE_PORT", {}),
+        ("create_buy_order", "CREATE_BUY_ORDER_PORT", {"BTC_PRICE_URL": "http://127.0.0.1:1"}),
+    ],
+)
+def test_an_http_port_in_use_is_one_line_naming_its_variable(
+    tmp_path: Path, held_port: int, service: str, variable: str, needs: dict[str, str]
+) -> None:
+    with throwaway_databases() as databases:
+        env = base_env(WRITE_MODEL_DB_URL=databases.write_url, **needs, **{variable: str(held_port)})
+        result = start(service, env, tmp_path)
+    assert result.returncode == 3
+    assert _one_line(result) == (
+        f"refusing to start: {variable}: port {held_port} is already in use; "
+        f"stop what holds it or set {variable} to a free port"
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "database"),
+    [
+        ("outbox_relay", "OUTBOX_RELAY_METRICS_PORT", "WRITE_MODEL_DB_URL"),
+        ("read_model_sync", "READ_MODEL_SYNC_METRICS_PORT", "READ_MODEL_DB_URL"),
+    ],
+)
+def test_a_metrics_port_in_use_is_one_line_naming_its_variable(
+    tmp_path: Path, held_port: int, service: str, variable: str, database: str
+) -> None:
+    with throwaway_databases() as databases:
+        url = databases.write_url if database == "WRITE_MODEL_DB_URL" else databases.read_url
+        env = base_env(AMQP_URL="amqp://guest:guest@127.0.0.1:1/%2F", **{database: url, variable: str(held_port)})
+        result = start(service, env, tmp_path)
+    assert result.returncode == 3
+    assert _one_line(result) == (
+        f"refusing to start: {variable}: port {held_port} is already in use; "
+        f"stop what holds it or set {variable} to a free port"
+    )
+
+
+def test_a_database_that_cannot_take_the_start_up_write_is_one_line(tmp_path: Path) -> None:
+    # The write model read-only (a standby after a failover): the cap ledger cannot be written.
+    with throwaway_databases() as databases:
+        admin = admin_connection()
+        with admin.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {databases.write_name} SET default_transaction_read_only = on")
+        admin.close()
+        env = base_env(WRITE_MODEL_DB_URL=databases.write_url, BTC_PRICE_URL="http://127.0.0.1:1", BTC_CAP="50")
+        result = start("create_buy_order", env, tmp_path)
+    assert result.returncode == 3
+    assert (
+        _one_line(result)
+        == "refusing to start: the write-model database is read-only right now (a failover?); retry shortly"
+    )
+
+
+def _gunicorn(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
+    assert gunicorn is not None
+    return subprocess.run(
+        [gunicorn, "--config", str(GUNICORN_CONF)], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_gunicorn_stops_on_a_port_in_use_with_one_line_naming_it(tmp_path: Path, held_port: int) -> None:
+    result = _gunicorn(base_env(BTC_ORDERS_SERVICE="btc_price", BTC_PRICE_PORT=str(held_port)), tmp_path)
+    assert result.returncode == 3
+    assert "Traceback" not in result.stdout + result.stderr
+    assert (
+        f"refusing to start: BTC_PRICE_PORT: port {held_port} is already in use; "
+        "stop what holds it or set BTC_PRICE_PORT to a free port"
+    ) in result.stderr.splitlines()
+
+
+def test_gunicorn_stops_on_a_bad_setting_instead_of_forking_workers_forever(tmp_path: Path) -> None:
+    env = base_env(
+        BTC_ORDERS_SERVICE="create_buy_order",
+        CREATE_BUY_ORDER_PORT=str(free_port()),
+        WRITE_MODEL_DB_URL="postgresql://x/y",
+        BTC_PRICE_URL="http://127.0.0.1:1",
+        BTC_CAP="100000000000",
+        WEB_CONCURRENCY="1",
+    )
+    result = _gunicorn(env, tmp_path)  # times out if gunicorn forks a new failing worker forever
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("configuration error:")]
+    assert len(lines) == 1 and lines[0].startswith("configuration error: BTC_CAP: must be at most"), result.stderr

@@ -31,19 +31,23 @@ class FakeBtcPrice:
         self.gate = threading.Event()  # cleared: answers wait (at most 10 s) until it is set
         self.gate.set()
         self.age = timedelta(0)
+        self.body: bytes | None = None  # answered instead of the document when set
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake.calls += 1
                 fake.gate.wait(10)
-                body = json.dumps(
-                    {
-                        "currency": self.path.rsplit("/", 1)[1],
-                        "rate": f"{100 + fake.calls}.00",
-                        "fetched_at": (datetime.now(UTC) - fake.age).isoformat(),
-                    }
-                ).encode()
+                body = (
+                    fake.body
+                    or json.dumps(
+                        {
+                            "currency": self.path.rsplit("/", 1)[1],
+                            "rate": f"{100 + fake.calls}.00",
+                            "fetched_at": (datetime.now(UTC) - fake.age).isoformat(),
+                        }
+                    ).encode()
+                )
                 self.send_response(fake.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -124,3 +128,22 @@ def test_a_rate_older_than_the_max_age_is_never_used(btc_price: FakeBtcPrice) ->
     with pytest.raises(RateUnavailable, match="too old"):
         client.rate(Currency.GBP)
     client.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"rate": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"rate": "100.00", "fetched_at": "2026-12-01T10:00:00"}',
+        b'{"rate": 100.0, "fetched_at": "2026-12-01T10:00:00+00:00"}',
+        b'["rate"]',
+        b"\xff\xfe",
+    ],
+    ids=["parser bomb", "naive timestamp", "rate as a number", "a list", "not UTF-8"],
+)
+def test_an_answer_that_is_not_the_rate_document_is_rate_unavailable(
+    btc_price: FakeBtcPrice, client: BtcPriceClient, body: bytes
+) -> None:
+    btc_price.body = body
+    with pytest.raises(RateUnavailable, match="unusable"):
+        client.rate(Currency.USD)

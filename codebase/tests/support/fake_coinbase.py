@@ -21,7 +21,24 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HEALTHY = "healthy"
-FAULTS = ("timeout", "error500", "rate_limited", "html", "missing_field", "wrong_currency", "zero", "negative")
+# Answers that are not the spot document: each must be a clean 503 `rate_unavailable`, never a 500.
+# `parser_bomb`: a 200 whose JSON nests 100,000 levels deep (a recursive parser raises RecursionError);
+# `huge_body`: a 200 of 8 MiB of valid JSON; `not_utf8`: a 200 whose bytes are not UTF-8;
+# `wrong_types`: the amount as a JSON number (a float to a naive parser), not a string.
+BODY_FAULTS = ("parser_bomb", "huge_body", "not_utf8", "wrong_types")
+FAULTS = (
+    "timeout",
+    "error500",
+    "rate_limited",
+    "html",
+    "missing_field",
+    "wrong_currency",
+    "zero",
+    "negative",
+    *BODY_FAULTS,
+)
+PARSER_BOMB_DEPTH = 100_000
+HUGE_BODY_BYTES = 8 * 1024 * 1024
 
 DEFAULT_RATES = {"EUR": "91234.56", "GBP": "78901.23", "USD": "97012.34"}
 CONTROL_PATH = "/_fake/state"
@@ -130,6 +147,21 @@ class FakeCoinbase:
                     return self._json(200, {"data": {"amount": "0.00", "base": base, "currency": currency}})
                 if mode == "negative":
                     return self._json(200, {"data": {"amount": "-5.00", "base": base, "currency": currency}})
+                if mode == "parser_bomb":
+                    bomb = b'{"data": ' + b"[" * PARSER_BOMB_DEPTH + b"]" * PARSER_BOMB_DEPTH + b"}"
+                    return self._send(200, bomb, "application/json")
+                if mode == "huge_body":
+                    padding = "x" * HUGE_BODY_BYTES
+                    document = {"data": {"amount": "1.00", "base": base, "currency": currency}, "padding": padding}
+                    return self._json(200, document)
+                if mode == "not_utf8":
+                    return self._send(
+                        200,
+                        b'{"data": {"amount": "1.00", "base": "BTC\xff\xfe", "currency": "\xc3("}}',
+                        "application/json",
+                    )
+                if mode == "wrong_types":
+                    return self._json(200, {"data": {"amount": 97012.34, "base": base, "currency": currency}})
                 if currency not in fake.rates:
                     return self._json(400, {"errors": [{"id": "invalid_request", "message": "Invalid currency"}]})
                 return self._json(200, {"data": {"amount": fake.rates[currency], "base": base, "currency": currency}})

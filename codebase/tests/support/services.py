@@ -31,11 +31,8 @@ def admin_connection() -> "psycopg2.extensions.connection":
 
 
 def database_url(name: str) -> str:
-    return (
-        make_url(PG_ADMIN_URL)
-        .set(drivername="postgresql+psycopg2", database=name)
-        .render_as_string(hide_password=False)
-    )
+    """The plain `postgresql://` URL of the database `name`, as users configure the services."""
+    return make_url(PG_ADMIN_URL).set(drivername="postgresql", database=name).render_as_string(hide_password=False)
 
 
 def dsn(name: str) -> str:

@@ -1,13 +1,18 @@
 """The money rules: exact parsing and the BTC amount rounded up to the satoshi."""
 
+import logging
+import re
 from decimal import Decimal
 from fractions import Fraction
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from btc_orders import logs
 from btc_orders.domain import money
+from btc_orders.domain.errors import BtcCapExceeded
 
 amounts_in_cents = st.integers(min_value=1, max_value=99_999_999_999)
 rates = st.builds(
@@ -122,3 +127,40 @@ def test_sub_satoshi_btc_is_refused() -> None:
 
 def test_btc_is_formatted_in_plain_notation() -> None:
     assert money.format_btc(Decimal("1E-8")) == "0.00000001"
+
+
+# --- money as text in messages and logs: plain decimal notation, never scientific ------------
+
+_SCIENTIFIC = re.compile(r"[0-9]E[-+]?[0-9]", re.IGNORECASE)
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_plain_is_the_same_number_without_an_exponent(value: Decimal) -> None:
+    text = money.plain(value)
+    assert "e" not in text.lower()
+    assert Decimal(text) == value
+
+
+@given(st.integers(min_value=0, max_value=2**63 - 1), st.integers(min_value=0, max_value=2**63 - 1))
+def test_the_cap_refusal_names_btc_in_plain_text_with_8_places(requested: int, available: int) -> None:
+    error = BtcCapExceeded(money.satoshis_to_btc(requested), money.satoshis_to_btc(available))
+    assert not _SCIENTIFIC.search(error.message), error.message
+    numbers = re.findall(r"[0-9]+\.[0-9]{8}", error.message)
+    assert [money.btc_to_satoshis(Decimal(number)) for number in numbers] == [requested, available]
+
+
+def test_nothing_left_under_the_cap_reads_0_00000000() -> None:
+    error = BtcCapExceeded(Decimal("1E-8"), money.satoshis_to_btc(0))
+    assert error.message == "this order needs 0.00000001 BTC but only 0.00000000 BTC is still available under the cap"
+
+
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, places=8)
+    | st.builds(money.satoshis_to_btc, st.integers(0, 10**12))
+)
+def test_a_decimal_in_a_log_line_is_plain_text(value: Decimal) -> None:
+    record = logging.LogRecord("test", logging.INFO, __file__, 1, "order_created", None, None)
+    record.event_fields = {"bitcoin_amount": value}
+    line = orjson.loads(logs.JsonLinesFormatter().format(record))
+    assert line["bitcoin_amount"] == money.plain(value)
+    assert not _SCIENTIFIC.search(line["bitcoin_amount"])

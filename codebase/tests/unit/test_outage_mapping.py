@@ -2,9 +2,10 @@
 
 import psycopg2
 import pytest
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from btc_orders.adapters import db
 from btc_orders.adapters.db import unavailable_on_outage
 from btc_orders.domain.errors import ServiceUnavailable
 
@@ -29,3 +30,32 @@ def test_a_constraint_violation_is_not_an_outage() -> None:
     error = IntegrityError("INSERT", {}, psycopg2.IntegrityError("duplicate key"))
     with pytest.raises(IntegrityError), unavailable_on_outage("write-model"):
         raise error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg2.OperationalError("could not connect to server: Connection refused"),
+        psycopg2.InterfaceError("connection already closed"),
+        OperationalError("SELECT 1", {}, psycopg2.OperationalError("timeout expired")),
+        PoolTimeout("QueuePool limit of size 20 overflow 0 reached"),
+    ],
+    ids=["refused", "closed", "connect timeout", "pool exhausted"],
+)
+def test_a_driver_error_without_sqlstate_about_the_connection_is_an_outage(error: Exception) -> None:
+    assert db.sqlstate(error) is None
+    assert db.is_outage(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ProgrammingError("SELECT %(x)s", {}, psycopg2.ProgrammingError("can't adapt type 'object'")),
+        psycopg2.DataError("invalid input"),
+        ValueError("not a database error"),
+        RuntimeError("a bug"),
+    ],
+    ids=["driver programming error", "raw data error", "ValueError", "RuntimeError"],
+)
+def test_an_error_without_sqlstate_that_is_not_about_the_connection_is_not_an_outage(error: Exception) -> None:
+    assert not db.is_outage(error)

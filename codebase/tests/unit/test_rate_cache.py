@@ -97,3 +97,35 @@ def test_a_failure_is_remembered_for_one_ttl_so_an_outage_costs_one_call_per_ttl
         assert (await cache.quote(Currency.USD)).rate == Decimal("102.00")
 
     run(scenario())
+
+
+def test_an_upstream_call_that_raises_anything_is_a_failure_remembered_for_the_ttl() -> None:
+    # e.g. a parser bomb raising RecursionError inside the adapter: a 503, not a 500, and no
+    # upstream call per request while it lasts; the last good rate is served while young enough.
+    async def scenario() -> None:
+        calls = 0
+
+        async def fetch(currency: Currency) -> Decimal:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return Decimal("97012.34")
+            raise RecursionError("maximum recursion depth exceeded")
+
+        clock = Clock()
+        cache = RateCache(fetch, ttl_seconds=2, max_age_seconds=5, clock=clock)
+        assert (await cache.quote(Currency.USD)).rate == Decimal("97012.34")
+        clock.now += 2.5
+        for _ in range(50):
+            assert (await cache.quote(Currency.USD)).rate == Decimal("97012.34")  # younger than the max age
+        assert calls == 2
+        clock.now += 3
+        with pytest.raises(RateUnavailable, match="RecursionError"):
+            await cache.quote(Currency.USD)
+        assert calls == 3
+        for _ in range(50):
+            with pytest.raises(RateUnavailable):
+                await cache.quote(Currency.USD)
+        assert calls == 3
+
+    run(scenario())

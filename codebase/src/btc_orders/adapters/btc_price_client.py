@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
+import orjson
 
 from btc_orders import logs
 from btc_orders.domain import money
@@ -39,6 +40,13 @@ class BtcPriceClient:
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_seconds),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        )
+        # Readiness probes get a client of their own: a storm of probes never takes a
+        # connection from the client that prices orders.
+        self._probe_client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(min(timeout_seconds, 2.0)),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
         )
 
     def rate(self, currency: Currency, request_id: str | None = None) -> Decimal:
@@ -91,24 +99,25 @@ class BtcPriceClient:
                 retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None,
             )
         try:
-            document = response.json()
+            document = orjson.loads(response.content)  # bounded depth: never a RecursionError
             rate = money.parse_rate(document["rate"])
             fetched_at = datetime.fromisoformat(document["fetched_at"])
+            age = _age(fetched_at)  # a naive timestamp is a TypeError here
         except (ValueError, KeyError, TypeError, money.MoneyError):
             raise RateUnavailable("the btc_price service answered something unusable") from None
-        age = _age(fetched_at)
         if age > self.max_age_seconds:
             raise RateUnavailable(f"the {currency.value} rate is {age:.0f} s old, too old to price an order")
         return rate, fetched_at
 
     def ping(self) -> bool:
         try:
-            return self._client.get("/healthz").status_code == 200
+            return self._probe_client.get("/healthz").status_code == 200
         except httpx.HTTPError:
             return False
 
     def close(self) -> None:
         self._client.close()
+        self._probe_client.close()
 
 
 def _age(fetched_at: datetime) -> float:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import psycopg2.extras
 import sqlalchemy
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Engine, make_url, text
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from btc_orders.domain.errors import ServiceUnavailable
@@ -16,12 +16,80 @@ from btc_orders.domain.errors import ServiceUnavailable
 psycopg2.extras.register_uuid()  # uuid.UUID in and out of uuid columns
 
 CONNECT_TIMEOUT_SECONDS = 3
+# Every wait on a connection is bounded, so a silent network failure (packets dropped, no
+# reset) is found in seconds, not after the kernel's default of hours:
+# - the client: TCP keepalives (a dead peer found after idle 5 s + 3 probes 2 s apart) and
+#   TCP_USER_TIMEOUT (data sent but unacknowledged for 15 s fails the socket);
+# - the server: a session idle in a transaction for 15 s is ended, releasing its row locks
+#   (the relay's claimed outbox rows), and no statement runs longer than 30 s.
+IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 15
+STATEMENT_TIMEOUT_SECONDS = 30
+KEEPALIVE_ARGS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+
+
+def connect_args(
+    application_name: str,
+    idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+    statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS,
+) -> dict[str, object]:
+    """libpq connection parameters of every connection the suite opens (`psycopg2.connect(**...)`)."""
+    return {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "application_name": application_name,
+        **KEEPALIVE_ARGS,
+        "options": (
+            f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_seconds * 1000)}"
+            f" -c statement_timeout={int(statement_timeout_seconds * 1000)}"
+        ),
+    }
+
+# The forms of a Postgres URL that users are given (libpq, Heroku-style platforms, SQLAlchemy),
+# all served by the project's one driver. SQLAlchemy alone would map `postgresql://` to psycopg 3
+# (not installed) and knows no `postgres://` dialect at all.
+DRIVER_SCHEME = "postgresql+psycopg2"
+ACCEPTED_SCHEMES = ("postgresql", "postgres", DRIVER_SCHEME)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """`url` with the driver named, as SQLAlchemy needs it; ValueError for anything else.
+
+    Only the scheme is changed: the rest (credentials, host, query) is kept byte for byte.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in ACCEPTED_SCHEMES:
+        raise ValueError(
+            f"must be a Postgres URL such as postgresql://user:password@host:5432/database "
+            f"(postgres:// and {DRIVER_SCHEME}:// are accepted too), not {scheme or url[:20]!r}"
+        )
+    normalized = f"{DRIVER_SCHEME}://{rest}"
+    try:
+        make_url(normalized)  # a port that is not a number is refused here, not at the first connect
+    except (ArgumentError, ValueError) as error:
+        raise ValueError(f"is not a valid URL: {error}") from None
+    return normalized
+
+
+def libpq_url(url: str) -> str:
+    """`url` in the plain `postgresql://` form that libpq and yoyo read."""
+    return "postgresql://" + sqlalchemy_url(url).partition("://")[2]
 
 
 def create_engine(
-    url: str, pool_size: int = 10, application_name: str = "btc_orders", autocommit: bool = False
+    url: str,
+    pool_size: int = 10,
+    application_name: str = "btc_orders",
+    autocommit: bool = False,
+    idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
 ) -> Engine:
     """A pooled engine; connections that died with the server are replaced on the next use.
+
+    `url` in any form `sqlalchemy_url` accepts (`postgresql://` as users write it).
 
     `autocommit` suits read-only single statements: no BEGIN before and no ROLLBACK after
     (when the pool takes the connection back), so a query costs one round trip, not three.
@@ -30,8 +98,9 @@ def create_engine(
     its request threads at the same number (`web.create_app(thread_limit=...)`), so requests
     queue for a thread, not for a connection, and none opens and closes a connection of its
     own. A caller that still finds the pool empty for `pool_timeout` gets a 503
-    (`unavailable_on_outage`).
+    (`unavailable_on_outage`). Connections carry `connect_args` (keepalives and timeouts).
     """
+    url = sqlalchemy_url(url)
     return sqlalchemy.create_engine(
         url,
         isolation_level="AUTOCOMMIT" if autocommit else None,
@@ -39,7 +108,7 @@ def create_engine(
         max_overflow=0,
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
         pool_recycle=1800,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": application_name},
+        connect_args=connect_args(application_name, idle_in_transaction_timeout_seconds),
     )
 
 
@@ -93,20 +162,84 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+# What a database error means, by its SQLSTATE (Postgres appendix A): True = the database cannot
+# serve this statement right now, whatever the statement holds, so the caller retries or answers
+# 503 with Retry-After; an error not listed is about the statement's own data (classes 22, 23: a
+# 4xx or a dead letter) or a bug (42601 a syntax error, P0001 a trigger refusing an update: a 500).
+OUTAGE_SQLSTATE_CLASSES: dict[str, str] = {
+    "08": "connection exception (refused, lost, protocol violation)",
+    "28": "invalid authorization (the role's login or password was changed)",
+    "53": "insufficient resources (53100 disk full, 53200 out of memory, 53300 too many connections)",
+    "57": "operator intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now, "
+    "57014 statement timeout or cancelled)",
+    "58": "system error (58030 I/O error)",
+    "XX": "internal error (XX001 data corrupted): the server's, not the statement's",
+}
+OUTAGE_SQLSTATES: dict[str, str] = {
+    "25006": "read-only SQL transaction (a standby, or default_transaction_read_only after a failover)",
+    "25P03": "idle-in-transaction session timeout (the session was ended)",
+    "40001": "serialization failure (a retry succeeds)",
+    "40P01": "deadlock detected (a retry succeeds)",
+    "40003": "statement completion unknown",
+    "55P03": "lock not available (lock_timeout)",
+    "42501": "insufficient privilege (a grant revoked: the environment, not the statement)",
+    "42P01": "undefined table (a schema behind or dropped: the environment, not the statement)",
+    "42703": "undefined column (a schema behind: the environment, not the statement)",
+    "42704": "undefined object (a type or role missing: the environment, not the statement)",
+    "42883": "undefined function (a schema behind: the environment, not the statement)",
+    "3D000": "invalid catalog name (the database was dropped or renamed)",
+}
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error (wrapped by SQLAlchemy or raw psycopg2), if the server sent one."""
+    orig = getattr(error, "orig", None) if isinstance(error, DBAPIError) else error
+    code = getattr(orig, "pgcode", None)
+    return code if isinstance(code, str) and len(code) == 5 else None
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when `error` says the database is unavailable, read-only, out of resources or busy
+    (worth a retry, a 503 with Retry-After; never a dead letter); False when it is about the
+    statement's own data or a bug. Decided by what the error means (its SQLSTATE, the tables
+    above), not by which exception class carries it: psycopg2 raises a read-only transaction as
+    an `InternalError` and a lost connection as an `OperationalError`.
+    """
+    if isinstance(error, PoolTimeout):
+        return True  # every pooled connection is in use: busy, not broken
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    code = sqlstate(error)
+    if code is not None:
+        return code in OUTAGE_SQLSTATES or code[:2] in OUTAGE_SQLSTATE_CLASSES
+    # No SQLSTATE: the driver's own verdict on the connection (refused, closed, timed out).
+    orig = error.orig if isinstance(error, DBAPIError) else error
+    return isinstance(orig, psycopg2.OperationalError | psycopg2.InterfaceError)
+
+
+def outage_message(database: str, error: BaseException) -> str:
+    """The client's sentence for an outage of `database`."""
+    code = sqlstate(error)
+    if isinstance(error, PoolTimeout) or (code or "").startswith("53"):
+        return f"the {database} database is busy (no free connection); retry shortly"
+    if code == "25006":
+        return f"the {database} database is read-only right now (a failover?); retry shortly"
+    return f"the {database} database is unavailable; retry shortly"
+
+
 @contextmanager
 def unavailable_on_outage(database: str) -> Iterator[None]:
-    """Turn a lost or refused database connection, or an exhausted pool, into `ServiceUnavailable` (a 503)."""
+    """Turn a database error that is an outage (`is_outage`) into `ServiceUnavailable` (a 503).
+
+    Covers SQLAlchemy's wrapped errors and the raw psycopg2 ones: from work on a raw pooled
+    connection (`engine.raw_connection()`), or raised while the pool takes a connection back
+    (resetting its isolation level) when the server has just dropped it. The work before may
+    have been done; the client's retry with the same idempotence key is answered with it.
+    Any other error (the statement's data, a bug) goes through unchanged.
+    """
     try:
         yield
-    except PoolTimeout as error:
-        raise ServiceUnavailable(f"the {database} database is busy (no free connection); retry shortly") from error
-    except DBAPIError as error:
-        if isinstance(error, OperationalError) or error.connection_invalidated:
-            raise ServiceUnavailable(f"the {database} database is unavailable; retry shortly") from error
+    except (DBAPIError, PoolTimeout, psycopg2.Error) as error:
+        if is_outage(error):
+            raise ServiceUnavailable(outage_message(database, error)) from error
         raise
-    except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-        # Unwrapped: from work on a raw pooled connection (`engine.raw_connection()`), or raised
-        # while the pool takes a connection back (resetting its isolation level) when the server
-        # has just dropped it. The work before may have been done; the client's retry with the
-        # same idempotence key is answered with it.
-        raise ServiceUnavailable(f"the {database} database is unavailable; retry shortly") from error

@@ -7,10 +7,24 @@
   message that keeps killing its consumer to the dead letters instead of
   redelivering it forever. Dead-lettering is at-least-once, so a dead letter is
   never lost either.
-- `read_model_sync.dead`: the dead-letter exchange (fanout) and its durable queue.
+- `read_model_sync.dead`: the dead-letter exchange (fanout) and its durable
+  quorum queue, declared with a delivery limit no operator will ever reach:
+  RabbitMQ 4 gives quorum queues a default limit of 20 and would drop a dead
+  letter returned that often, and the value RabbitMQ 4 reads as "unlimited" (-1)
+  makes RabbitMQ 3.x drop a message at its first return (measured on 3.10).
+
+A queue whose arguments changed cannot be declared again with the new ones
+(`PRECONDITION_FAILED`): `declare_topology` then logs one line and goes on with
+the queue as it is; `python -m btc_orders.admin migrate-topology` moves its
+messages into a queue declared the new way (docs/operations.md).
+
+Every connection detects a silent network failure in seconds: AMQP heartbeats,
+TCP keepalives and `TCP_USER_TIMEOUT` on the socket, bounded connect and
+blocked-connection timeouts.
 """
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +35,23 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
+
+from btc_orders import logs
+
+log = logging.getLogger(__name__)
+
+
+class _OutdatedQueueFilter(logging.Filter):
+    """pika warns of the channel an outdated queue closes; `topology_outdated` is the one line said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "PRECONDITION_FAILED - inequivalent arg" not in record.getMessage()
+
+
+for _name in ("pika.channel", "pika.adapters.blocking_connection"):
+    logging.getLogger(_name).addFilter(_OutdatedQueueFilter())
 
 EXCHANGE = "buy_orders"
 ROUTING_KEY = "buy_order.created"
@@ -29,9 +59,32 @@ QUEUE = "read_model_sync"
 DEAD_LETTER_EXCHANGE = "read_model_sync.dead"
 DEAD_LETTER_QUEUE = "read_model_sync.dead"
 DELIVERY_LIMIT = 10
+# Dead letters stay until an operator acts: no return can plausibly reach this (see the module text).
+DEAD_LETTER_DELIVERY_LIMIT = 1_000_000_000
+DEAD_LETTER_QUEUE_ARGUMENTS = {"x-queue-type": "quorum", "x-delivery-limit": DEAD_LETTER_DELIVERY_LIMIT}
+QUEUE_ARGUMENTS = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",  # required by at-least-once dead-lettering
+    "x-delivery-limit": DELIVERY_LIMIT,
+}
 
-HEARTBEAT_SECONDS = 30
+# A silent peer (packets dropped, no reset) is found within about two heartbeats.
+HEARTBEAT_SECONDS = 10
 CONNECT_TIMEOUT_SECONDS = 5
+BLOCKED_CONNECTION_TIMEOUT_SECONDS = 60
+TCP_OPTIONS = {
+    "TCP_KEEPIDLE": 5,
+    "TCP_KEEPINTVL": 2,
+    "TCP_KEEPCNT": 3,
+    "TCP_USER_TIMEOUT": 15_000,  # ms: written data unacknowledged this long fails the socket
+}
+PRECONDITION_FAILED = 406
+# What a lost or unreachable broker raises. pika lets some connection-workflow failures (a
+# handshake that timed out on a silent network) escape as `AMQPConnectorException`, not an
+# `AMQPError`.
+BROKER_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 
 
 def connect(amqp_url: str, name: str) -> pika.BlockingConnection:
@@ -41,31 +94,59 @@ def connect(amqp_url: str, name: str) -> pika.BlockingConnection:
 def _parameters(amqp_url: str, name: str) -> pika.URLParameters:
     parameters = pika.URLParameters(amqp_url)
     parameters.heartbeat = HEARTBEAT_SECONDS
-    parameters.blocked_connection_timeout = 60
+    parameters.blocked_connection_timeout = BLOCKED_CONNECTION_TIMEOUT_SECONDS
     parameters.socket_timeout = CONNECT_TIMEOUT_SECONDS
+    parameters.stack_timeout = CONNECT_TIMEOUT_SECONDS * 2
+    parameters.tcp_options = TCP_OPTIONS
     parameters.connection_attempts = 1
     parameters.client_properties = {"connection_name": name}
     return parameters
 
 
-def declare_topology(channel: BlockingChannel) -> None:
-    """Idempotent: every publisher and consumer declares the same things at start."""
+def declare_topology(channel: BlockingChannel) -> BlockingChannel:
+    """Idempotent: every publisher and consumer declares the same things at start.
+
+    Returns the channel to go on with: a queue an older version declared with other
+    arguments is refused by the broker, which closes the channel; it is then used as it
+    is, on a new channel, and one line says how to migrate it.
+    """
     channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="fanout", durable=True)
-    channel.queue_declare(DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    channel = _declare_queue(channel, DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_ARGUMENTS)
     channel.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE)
-    channel.queue_declare(
-        QUEUE,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",  # required by at-least-once dead-lettering
-            "x-delivery-limit": DELIVERY_LIMIT,
-        },
-    )
+    channel = _declare_queue(channel, QUEUE, QUEUE_ARGUMENTS)
     channel.queue_bind(QUEUE, EXCHANGE, routing_key=ROUTING_KEY)
+    return channel
+
+
+def queue_is_current(channel: BlockingChannel, queue: str, arguments: dict[str, Any]) -> tuple[BlockingChannel, bool]:
+    """Whether `queue` is declared with `arguments` (declaring it if missing); returns a usable channel."""
+    try:
+        channel.queue_declare(queue, durable=True, arguments=arguments)
+        return channel, True
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != PRECONDITION_FAILED:
+            raise
+        return channel.connection.channel(), False
+
+
+_warned_outdated: set[str] = set()
+
+
+def _declare_queue(channel: BlockingChannel, queue: str, arguments: dict[str, Any]) -> BlockingChannel:
+    channel, current = queue_is_current(channel, queue, arguments)
+    if not current:
+        channel.queue_declare(queue, passive=True)  # it exists; its messages are kept as they are
+        if queue not in _warned_outdated:
+            _warned_outdated.add(queue)
+            logs.event(
+                log,
+                "topology_outdated",
+                logging.WARNING,
+                queue=queue,
+                action="run `python -m btc_orders.admin migrate-topology` to redeclare it without losing a message",
+            )
+    return channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +154,7 @@ class Message:
     routing_key: str
     body: bytes
     properties: pika.BasicProperties
+    exchange: str = EXCHANGE
 
 
 class PublishFailed(pika.exceptions.AMQPError):  # type: ignore[misc]  # pika is untyped
@@ -92,7 +174,7 @@ class ConfirmingPublisher:
     as a whole (the caller publishes it again; consumers ignore the replays).
     """
 
-    def __init__(self, amqp_url: str, name: str, confirm_timeout_seconds: float = 30.0) -> None:
+    def __init__(self, amqp_url: str, name: str, confirm_timeout_seconds: float = 10.0) -> None:
         self.amqp_url = amqp_url
         self.name = name
         self.confirm_timeout_seconds = confirm_timeout_seconds
@@ -134,7 +216,9 @@ class ConfirmingPublisher:
             raise PublishFailed("the publishing channel is not open")
         first = self._next_tag
         for message in messages:
-            channel.basic_publish(EXCHANGE, message.routing_key, message.body, message.properties, mandatory=True)
+            channel.basic_publish(
+                message.exchange, message.routing_key, message.body, message.properties, mandatory=True
+            )
         self._next_tag = first + len(messages)
         self._unconfirmed.update(range(first, self._next_tag))
         self._run_until(lambda: not self._unconfirmed, self.confirm_timeout_seconds, "confirms")

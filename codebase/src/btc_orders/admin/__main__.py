@@ -5,21 +5,26 @@ repaired), 2 a usage or configuration error, 3 a backing service unreachable.
 """
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import orjson
-import pika
 import pika.exceptions
+import psycopg2
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tqdm import tqdm
 
 from btc_orders import logs, settings
 from btc_orders.adapters import db, rabbitmq
 from btc_orders.adapters.write_model import WriteModel
+from btc_orders.admin import queues
 from btc_orders.admin.reconcile import Report, reconcile
+from btc_orders.domain import money
+from btc_orders.domain.errors import ServiceUnavailable
 from btc_orders.services.outbox_relay.relay import Relay
 
 OK, PROBLEM, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -33,11 +38,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     config = settings.load(AdminSettings)
     logs.configure("admin", "WARNING", None)  # the CLI talks to people on stdout; only problems are logged
+    for handler in logging.getLogger().handlers:  # ... and on stderr, so that `--json` output stays JSON
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
     command: Callable[[AdminSettings, argparse.Namespace], int] = arguments.command
     try:
         return command(config, arguments)
-    except (DBAPIError, pika.exceptions.AMQPError, OSError) as error:
-        print(f"a backing service is unreachable: {type(error).__name__}: {db.first_line(error)}", file=sys.stderr)
+    except (
+        DBAPIError,
+        psycopg2.Error,
+        PoolTimeout,
+        ServiceUnavailable,
+        *rabbitmq.BROKER_ERRORS,
+    ) as error:
+        # Whatever carries it, one line: the runbooks run `admin status` during outages.
+        cause = error.__cause__ if isinstance(error, ServiceUnavailable) and error.__cause__ else error
+        print(f"a backing service is unreachable: {type(cause).__name__}: {db.first_line(cause)}", file=sys.stderr)
         return UNREACHABLE
 
 
@@ -70,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--print", action="store_true", dest="print_only", help="print them and leave them there")
     dead.add_argument("--limit", type=int, default=None, help="at most this many messages")
     dead.set_defaults(command=dead_letters_command)
+
+    migrate = commands.add_parser(
+        "migrate-topology",
+        help="redeclare queues an older version declared with other arguments, keeping every message",
+    )
+    migrate.set_defaults(command=migrate_topology_command)
 
     outbox = commands.add_parser("outbox", help="list unsent outbox rows, or send them now")
     outbox_commands = outbox.add_subparsers(required=True, metavar="ACTION")
@@ -104,9 +126,9 @@ def status_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
     queue, dead = _queue_depths(config.amqp_url)
     cap, remaining = cap_status or (None, None)  # no ledger until create_buy_order first started
     report = {
-        "cap_btc": str(cap) if cap is not None else None,
-        "cap_used_btc": str(cap - remaining) if cap is not None and remaining is not None else None,
-        "cap_remaining_btc": str(remaining) if remaining is not None else None,
+        "cap_btc": money.format_btc(cap) if cap is not None else None,
+        "cap_used_btc": money.format_btc(cap - remaining) if cap is not None and remaining is not None else None,
+        "cap_remaining_btc": money.format_btc(remaining) if remaining is not None else None,
         "outbox_backlog": outbox.backlog,
         "outbox_oldest_unsent_age_seconds": (
             round((datetime.now(UTC) - outbox.oldest).total_seconds(), 3) if outbox.oldest else 0
@@ -129,8 +151,7 @@ def status_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
 def _queue_depths(amqp_url: str) -> tuple[int, int]:
     connection = rabbitmq.connect(amqp_url, "admin")
     try:
-        channel = connection.channel()
-        rabbitmq.declare_topology(channel)
+        channel = rabbitmq.declare_topology(connection.channel())
         depths = [
             channel.queue_declare(name, passive=True).method.message_count
             for name in (rabbitmq.QUEUE, rabbitmq.DEAD_LETTER_QUEUE)
@@ -175,42 +196,38 @@ def _run_reconcile(config: AdminSettings, chunk: int, repair: bool, force: bool,
 
 
 def dead_letters_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
-    connection = rabbitmq.connect(config.amqp_url, "admin")
-    try:
-        channel = connection.channel()
-        rabbitmq.declare_topology(channel)
-        waiting = channel.queue_declare(rabbitmq.DEAD_LETTER_QUEUE, passive=True).method.message_count
+    with queues.broker(config.amqp_url) as broker:
+        waiting = broker.depth(rabbitmq.DEAD_LETTER_QUEUE)
         count = waiting if arguments.limit is None else min(waiting, arguments.limit)
-        if not arguments.print_only:
-            channel.confirm_delivery()
-        channel.basic_qos(prefetch_count=max(count, 1))
-        moved = 0
-        with tqdm(total=count, desc="dead letters", unit="msg", file=sys.stderr, disable=arguments.print_only) as bar:
-            for method, properties, body in channel.consume(rabbitmq.DEAD_LETTER_QUEUE, inactivity_timeout=2):
-                if method is None or moved >= count:
-                    break
-                if arguments.print_only:
-                    reason = (properties.headers or {}).get("x-first-death-reason", "?")
-                    print(
-                        orjson.dumps(
-                            {
-                                "reason": reason,
-                                "message_id": properties.message_id,
-                                "body": body.decode("utf-8", "replace"),
-                            }
-                        ).decode()
-                    )
-                else:
-                    # Back to the main queue through the exchange; removed from the dead letters only
-                    # once the broker confirmed the copy.
-                    channel.basic_publish(rabbitmq.EXCHANGE, rabbitmq.ROUTING_KEY, body, properties, mandatory=True)
-                    channel.basic_ack(method.delivery_tag)
-                    bar.update()
-                moved += 1
-        channel.cancel()  # printed messages were never acked: they stay in the dead letters
-    finally:
-        connection.close()
+        if arguments.print_only:
+            # Each one to the back of the dead letters, a fresh copy: printing counts no delivery.
+            moved = broker.move(rabbitmq.DEAD_LETTER_QUEUE, count, queues.to_queue(rabbitmq.DEAD_LETTER_QUEUE), _print)
+        else:
+            with tqdm(total=count, desc="dead letters", unit="msg", file=sys.stderr) as bar:
+                # Back to the main queue through the exchange; removed from the dead letters only
+                # once the broker confirmed the copies.
+                moved = broker.move(
+                    rabbitmq.DEAD_LETTER_QUEUE, count, queues.to_events_exchange, lambda chunk: bar.update(len(chunk))
+                )
     print(f"{'printed' if arguments.print_only else 'moved back'} {moved} dead letter(s)", file=sys.stderr)
+    return OK
+
+
+def _print(chunk: list[queues.Delivery]) -> None:
+    for delivery in chunk:
+        reason = (delivery.properties.headers or {}).get("x-first-death-reason", "?")
+        document = {"reason": reason, "message_id": delivery.properties.message_id, "body": delivery.body.decode()}
+        print(orjson.dumps(document).decode())
+
+
+def migrate_topology_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
+    with queues.broker(config.amqp_url) as broker:
+        for spec in queues.TOPOLOGY:
+            try:
+                queues.migrate(broker, spec, print)
+            except (pika.exceptions.ChannelClosedByBroker, RuntimeError) as error:
+                print(f"{spec.name}: not migrated: {error}; stop its consumers and run this again", file=sys.stderr)
+                return PROBLEM
     return OK
 
 
@@ -239,11 +256,28 @@ def outbox_resend_command(config: AdminSettings, arguments: argparse.Namespace) 
     engine = db.create_engine(config.write_model_db_url, 1, "admin")
     if arguments.from_sequence is not None:
         with engine.begin() as connection:
+            # Row locks settle any race with the relays' pruning (which skips locked rows): a row
+            # is either marked unsent here (and no longer prunable) or already gone, and counted so.
             marked = connection.execute(
                 text("UPDATE outbox SET sent_at = NULL WHERE order_sequence >= :from AND sent_at IS NOT NULL"),
                 {"from": arguments.from_sequence},
             ).rowcount
+            pruned = connection.execute(
+                text(
+                    "SELECT count(*) FROM buy_order AS b WHERE b.sequence >= :from"
+                    " AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.order_sequence = b.sequence)"
+                ),
+                {"from": arguments.from_sequence},
+            ).scalar_one()
         print(f"marked {marked} event(s) unsent; the relay publishes them again", file=sys.stderr)
+        if pruned:
+            print(
+                f"{pruned} order(s) from sequence {arguments.from_sequence} on have no outbox event any more "
+                "(sent, then pruned after OUTBOX_RETENTION_SECONDS): nothing to resend for them; "
+                "`reconcile --repair` brings the read model level with the write model",
+                file=sys.stderr,
+            )
+            return PROBLEM
         return OK
     with engine.connect() as connection:
         backlog = connection.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL")).scalar_one()

@@ -9,6 +9,10 @@ slot locks every slot in one transaction and spreads the total again; these
 functions compute that spread. Amounts are integer satoshis.
 """
 
+# The ledger's `cap_ledger.cap_satoshis` and `cap_slot.remaining_satoshis` are bigint
+# (write-model migration 0001): no cap above this is storable (BTC_CAP at most 92233720368.54775807).
+MAX_CAP_SATOSHIS = 2**63 - 1
+
 
 def spread(total: int, slots: int) -> list[int]:
     """Split `total` satoshis over `slots` rows as evenly as integers allow.

@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+from btc_orders.domain import money
+
 
 class DomainError(Exception):
     """Base of the errors a client can cause or must wait out."""
@@ -32,7 +34,10 @@ class BtcCapExceeded(DomainError):
     code = "btc_cap_exceeded"
 
     def __init__(self, requested: Decimal, available: Decimal) -> None:
-        super().__init__(f"this order needs {requested} BTC but only {available} BTC is still available under the cap")
+        super().__init__(
+            f"this order needs {money.format_btc(requested)} BTC but only {money.format_btc(available)} BTC "
+            "is still available under the cap"
+        )
         self.requested = requested
         self.available = available
 

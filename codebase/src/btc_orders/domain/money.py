@@ -113,23 +113,30 @@ def btc_to_satoshis(btc: Decimal) -> int:
     """BTC as an integer count of satoshis; refuses sub-satoshi precision."""
     satoshis = btc.scaleb(8, context=_EXACT)
     if satoshis != satoshis.to_integral_value(context=_EXACT):
-        raise MoneyError(f"{btc} BTC is not a whole number of satoshis")
+        raise MoneyError(f"{plain(btc)} BTC is not a whole number of satoshis")
     return int(satoshis)
+
+
+def plain(value: Decimal) -> str:
+    """Any Decimal in plain decimal notation, never scientific: `0E-8` is `"0.00000000"`,
+    `1E+2` is `"100"`. Every Decimal that reaches a message, a log line or a body goes
+    through here (or through the formatters below, which do)."""
+    return format(value, "f")
 
 
 def format_btc(btc: Decimal) -> str:
     """BTC as a plain decimal string with 8 places: `"0.00127252"`."""
-    return format(btc.quantize(Decimal("0.00000001"), context=_EXACT), "f")
+    return plain(btc.quantize(Decimal("0.00000001"), context=_EXACT))
 
 
 def format_fiat(amount: Decimal) -> str:
     """A fiat amount as a plain decimal string with 2 places: `"123.40"`."""
-    return format(amount.quantize(Decimal("0.01"), context=_EXACT), "f")
+    return plain(amount.quantize(Decimal("0.01"), context=_EXACT))
 
 
 def format_rate(rate: Decimal) -> str:
     """A rate in plain notation with the scale it was given in: `"97012.340"`."""
-    return format(rate, "f")
+    return plain(rate)
 
 
 def _decimal_places(text: str) -> int:

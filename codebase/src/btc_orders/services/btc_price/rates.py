@@ -78,11 +78,16 @@ class RateCache:
         self.upstream_calls += 1
         try:
             rate = await self._fetch(currency)
-        except RateFetchFailed as error:
+        except Exception as error:
+            # Whatever the upstream call raised, it gave no rate: a failure remembered for the TTL
+            # (one upstream call per TTL while it lasts), answered as a 503, never a 500.
+            failed = (
+                error if isinstance(error, RateFetchFailed) else RateFetchFailed(f"{type(error).__name__}: {error}")
+            )
             metrics.RATE_UPSTREAM_FAILURES.labels(currency.value).inc()
-            self._failures[currency] = _Failure(str(error), self._clock())
-            logs.event(log, "rate_fetch_failed", logging.WARNING, currency=currency.value, reason=str(error))
-            raise
+            self._failures[currency] = _Failure(str(failed), self._clock())
+            logs.event(log, "rate_fetch_failed", logging.WARNING, currency=currency.value, reason=str(failed))
+            raise failed from None
         quote = Quote(currency, rate, datetime.now(UTC), self._clock())
         self._quotes[currency] = quote
         self._failures.pop(currency, None)

@@ -1,6 +1,5 @@
 """create_buy_order HTTP API: `PUT /buy_order` (port 8777)."""
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -14,7 +13,12 @@ from btc_orders.adapters.btc_price_client import BtcPriceClient
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.services import engine_at_schema
 from btc_orders.services.create_buy_order.handler import place_buy_order
-from btc_orders.services.create_buy_order.schemas import BuyOrderRequest, BuyOrderResource, ExactJsonRoute
+from btc_orders.services.create_buy_order.schemas import (
+    BuyOrderRequest,
+    BuyOrderResource,
+    ExactJsonRoute,
+    IdempotencyKeyHeader,
+)
 from btc_orders.settings import CreateBuyOrderSettings
 from btc_orders.web import ErrorBody
 
@@ -26,7 +30,14 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
     )
     write_model = WriteModel(engine, settings.cap_ledger_slots, engine_autocommit=True)
     write_model.ensure_cap(settings.btc_cap_satoshis)
-    metrics.register(metrics.CapCollector(write_model.cap_status))
+    # Probes (/readyz, the cap gauges of /metrics) read through connections of their own: never
+    # one of the pool the request threads hold (web.probe bounds their threads).
+    probe_engine = db.create_engine(
+        settings.write_model_db_url, web.PROBE_THREADS, "create_buy_order_probe", autocommit=True
+    )
+    metrics.register(
+        metrics.CapCollector(WriteModel(probe_engine, settings.cap_ledger_slots, engine_autocommit=True).cap_status)
+    )
     prices = BtcPriceClient(
         str(settings.btc_price_url),
         settings.btc_price_timeout_seconds,
@@ -39,10 +50,11 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
         yield
         prices.close()
         engine.dispose()
+        probe_engine.dispose()
 
     async def readiness() -> dict[str, bool]:
         return {
-            "write_model": await web.probe(db.ping, engine),
+            "write_model": await web.probe(db.ping, probe_engine),
             "btc_price": await web.probe(prices.ping),
         }
 
@@ -54,7 +66,9 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
         lifespan,
         thread_limit=settings.db_pool_size,  # one connection per request thread, no more
     )
-    router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"])
+    # strict_content_type=False: a body without a Content-Type is read as JSON (ExactJsonRoute
+    # answers any other media type with a 415)
+    router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"], strict_content_type=False)
 
     @router.put(
         "/buy_order",
@@ -66,6 +80,7 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
             400: {"model": ErrorBody, "description": "`Idempotency-Key` header and body key differ"},
             409: {"model": ErrorBody, "description": "`btc_cap_exceeded`, with `available_btc`"},
             413: {"model": ErrorBody, "description": "`payload_too_large`: the body is over 16 KiB"},
+            415: {"model": ErrorBody, "description": "`unsupported_media_type`: send `Content-Type: application/json`"},
             422: {"description": "invalid input, or `idempotence_key_reused` with another currency or amount"},
             503: {"model": ErrorBody, "description": "`rate_unavailable` or a database outage; nothing stored"},
         },
@@ -73,7 +88,8 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
     def put_buy_order(
         body: BuyOrderRequest,
         idempotency_key: Annotated[
-            uuid.UUID | None, Header(description="alternative to the body's `idempotence_key`")
+            IdempotencyKeyHeader,
+            Header(description="alternative to the body's `idempotence_key`: a UUID, bare or quoted (RFC 8941)"),
         ] = None,
     ) -> Response:
         order, created = place_buy_order(body, idempotency_key, prices, write_model, logs.request_id_var.get())

@@ -30,14 +30,17 @@ def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
         settings.read_model_db_url, settings.db_pool_size, "fetch_buy_orders", "read_model", autocommit=True
     )
     read_model = ReadModel(engine)
+    # /readyz pings on connections of its own, never one of the pool the request threads hold.
+    probe_engine = db.create_engine(settings.read_model_db_url, web.PROBE_THREADS, "fetch_buy_orders_probe")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         engine.dispose()
+        probe_engine.dispose()
 
     async def readiness() -> dict[str, bool]:
-        return {"read_model": await web.probe(db.ping, engine)}
+        return {"read_model": await web.probe(db.ping, probe_engine)}
 
     app = web.create_app(
         "fetch_buy_orders",

@@ -7,8 +7,8 @@ import time
 from yoyo import get_backend, read_migrations
 
 from btc_orders import logs
-from btc_orders.adapters.db import migrations_dir
-from btc_orders.services import configured
+from btc_orders.adapters.db import libpq_url, migrations_dir
+from btc_orders.services import configured, startup_reason
 from btc_orders.settings import MigrationSettings
 
 log = logging.getLogger(__name__)
@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 CONNECT_ATTEMPTS = 30
 
 
-def yoyo_url(sqlalchemy_url: str) -> str:
-    """yoyo names the driver itself: `postgresql+psycopg2://` becomes `postgresql://`."""
-    return sqlalchemy_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+def yoyo_url(url: str) -> str:
+    """yoyo names the driver itself: every accepted form becomes `postgresql://`."""
+    return libpq_url(url)
 
 
 def migrate(database: str, url: str) -> int:
@@ -51,8 +51,11 @@ def main() -> int:
         migrate("write_model", settings.write_model_db_url)
         migrate("read_model", settings.read_model_db_url)
     except Exception as error:
-        log.error("migration_failed", exc_info=error)
-        print(f"migration failed: {error}", file=sys.stderr, flush=True)
+        # One line, never a traceback (logged at DEBUG for LOG_LEVEL=DEBUG).
+        reason = startup_reason("migration", error)
+        logs.event(log, "migration_failed", logging.ERROR, reason=reason)
+        log.debug("migration_failed", exc_info=error)
+        print(f"migration failed: {reason}", file=sys.stderr, flush=True)
         return 1
     return 0
 

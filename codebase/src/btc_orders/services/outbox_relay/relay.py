@@ -9,7 +9,14 @@ whole batch unsent: it is published again later (at-least-once); the read side
 ignores the replays.
 
 Idle, the relay polls every `OUTBOX_POLL_INTERVAL_SECONDS` (an index-only probe
-of the partial index of unsent rows). LISTEN/NOTIFY was not used: a NOTIFY in
+of the partial index of unsent rows).
+
+Every `PRUNE_INTERVAL_SECONDS` the relay deletes rows sent more than
+`OUTBOX_RETENTION_SECONDS` ago, in batches of `PRUNE_BATCH` rows, each its own
+short transaction, found by the partial index of sent rows and locked with
+`SKIP LOCKED` (so relays pruning at once, or an `admin outbox resend` marking the
+same rows unsent, never wait on each other: a row being marked unsent is left
+alone, and a row marked unsent is no longer a candidate). LISTEN/NOTIFY was not used: a NOTIFY in
 the order transaction takes a database-wide lock at commit, which would
 serialise every order.
 """
@@ -21,13 +28,14 @@ from typing import Any
 
 import pika
 import pika.exceptions
+import psycopg2
 from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import DBAPIError
 
 from btc_orders import logs, metrics
 from btc_orders.adapters import rabbitmq
 from btc_orders.adapters.db import first_line
-from btc_orders.services.worker import Backoff, StopFlag
+from btc_orders.services.worker import Backoff, OutageLog, StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,18 @@ _LOCK_UNSENT = text(
     """
 )
 _MARK_SENT = text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)")
+_PRUNE = text(
+    """
+    DELETE FROM outbox
+    WHERE id IN (
+        SELECT id FROM outbox
+        WHERE sent_at < now() - make_interval(secs => :retention)
+        ORDER BY sent_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
 _BACKLOG = text(
     """
     SELECT count(*) AS backlog,
@@ -52,6 +72,10 @@ _BACKLOG = text(
     """
 )
 GAUGE_INTERVAL_SECONDS = 1.0
+PRUNE_INTERVAL_SECONDS = 2.0
+PRUNE_BATCH = 2000
+PRUNE_BUDGET_SECONDS = 1.0
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 
 
 @dataclass
@@ -61,27 +85,50 @@ class Relay:
     batch_size: int = 500
     poll_interval_seconds: float = 0.02
     name: str = "outbox_relay"
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS
 
     def __post_init__(self) -> None:
         self._publisher = rabbitmq.ConfirmingPublisher(self.amqp_url, self.name)
         self._gauges_read_at = 0.0
+        self._pruned_at = 0.0
+        self._outage = OutageLog(log, "relay_retrying", "relay_recovered")
 
     def run(self, stop: StopFlag) -> None:
         backoff = Backoff()
         while not stop:
             try:
                 self._read_gauges()
+                self._prune_now_and_then()
                 published = self.relay_once()
                 backoff.reset()
+                self._outage.recovered()
                 if published < self.batch_size:
                     self._idle(stop)
-            except (pika.exceptions.AMQPError, DBAPIError, OSError) as error:
-                delay = backoff.delay()
-                reason = f"{type(error).__name__}: {first_line(error)}"
-                logs.event(log, "relay_retrying", logging.WARNING, reason=reason, retry_in_seconds=delay)
+            except (*rabbitmq.BROKER_ERRORS, DBAPIError, psycopg2.Error) as error:
+                self._outage.failed(f"{type(error).__name__}: {first_line(error)}")
                 self.close()
-                stop.wait(delay)
+                stop.wait(backoff.delay())
         self.close()
+
+    def prune(self) -> int:
+        """Delete sent rows older than the retention, a few short transactions; return how many."""
+        pruned, started = 0, time.monotonic()
+        while time.monotonic() - started < PRUNE_BUDGET_SECONDS:
+            with self.engine.begin() as connection:
+                deleted = connection.execute(_PRUNE, {"retention": self.retention_seconds, "limit": PRUNE_BATCH})
+            pruned += deleted.rowcount
+            if deleted.rowcount < PRUNE_BATCH:
+                break
+        if pruned:
+            metrics.OUTBOX_PRUNED.inc(pruned)
+            logs.event(log, "outbox_pruned", logging.DEBUG, rows=pruned)
+        return pruned
+
+    def _prune_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
+            self._pruned_at = now
+            self.prune()
 
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were published."""

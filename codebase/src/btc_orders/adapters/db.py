@@ -186,7 +186,6 @@ OUTAGE_SQLSTATES: dict[str, str] = {
     "42P01": "undefined table (a schema behind or dropped: the environment, not the statement)",
     "42703": "undefined column (a schema behind: the environment, not the statement)",
     "42704": "undefined object (a type or role missing: the environment, not the statement)",
-    "42883": "undefined function (a schema behind: the environment, not the statement)",
     "3D000": "invalid catalog name (the database was dropped or renamed)",
 }
 

@@ -3,6 +3,14 @@
 Tests point `COINBASE_API_URL` at it and switch it between healthy answers and
 every kind of fault. Also runnable by hand for an offline demo:
 `python codebase/tests/support/fake_coinbase.py --port 8780`.
+
+In-process tests call `set()` and `reset()`; a test that runs it as a separate process
+(the cluster suite runs it in a container) uses the same controls over HTTP, under a
+path Coinbase does not have:
+
+    GET    /_fake/state    {"mode", "rates", "delay_seconds", "calls"}
+    PUT    /_fake/state    any of {"mode": "healthy"|FAULT, "rates": {"USD": "97012.34"}, "delay_seconds": 0.5}
+    DELETE /_fake/state    back to the default rates, healthy, no delay, no calls counted
 """
 
 import argparse
@@ -33,6 +41,7 @@ PARSER_BOMB_DEPTH = 100_000
 HUGE_BODY_BYTES = 8 * 1024 * 1024
 
 DEFAULT_RATES = {"EUR": "91234.56", "GBP": "78901.23", "USD": "97012.34"}
+CONTROL_PATH = "/_fake/state"
 
 
 class _Server(ThreadingHTTPServer):
@@ -78,6 +87,28 @@ class FakeCoinbase:
         with self._lock:
             self.calls.clear()
 
+    def state(self) -> dict[str, object]:
+        with self._lock:
+            calls = dict(self.calls)
+        return {"mode": self.mode, "rates": dict(self.rates), "delay_seconds": self.delay_seconds, "calls": calls}
+
+    def control(self, changes: object) -> str | None:
+        """Apply a `PUT /_fake/state` body; the reason it is refused, or None once applied."""
+        if not isinstance(changes, dict) or not set(changes) <= {"mode", "rates", "delay_seconds"}:
+            return "the body must be an object with any of: mode, rates, delay_seconds"
+        mode = changes.get("mode", self.mode)
+        rates = changes.get("rates", {})
+        delay = changes.get("delay_seconds", self.delay_seconds)
+        if mode != HEALTHY and mode not in FAULTS:
+            return f"mode must be {HEALTHY!r} or one of {', '.join(FAULTS)}"
+        if not isinstance(rates, dict) or not all(isinstance(v, str) for v in rates.values()):
+            return 'rates must map a currency to the decimal string Coinbase would answer, e.g. {"USD": "97012.34"}'
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+            return "delay_seconds must be a number >= 0"
+        self.set(mode, **rates)
+        self.delay_seconds = float(delay)
+        return None
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -88,6 +119,8 @@ class FakeCoinbase:
                 pass
 
             def do_GET(self) -> None:
+                if self.path == CONTROL_PATH:
+                    return self._json(200, fake.state())
                 parts = self.path.strip("/").split("/")
                 if len(parts) != 4 or parts[:2] != ["v2", "prices"] or parts[3] != "spot":
                     return self._json(404, {"errors": [{"id": "not_found", "message": "Not found"}]})
@@ -133,6 +166,25 @@ class FakeCoinbase:
                     return self._json(400, {"errors": [{"id": "invalid_request", "message": "Invalid currency"}]})
                 return self._json(200, {"data": {"amount": fake.rates[currency], "base": base, "currency": currency}})
 
+            def do_PUT(self) -> None:
+                if self.path != CONTROL_PATH:
+                    return self._json(404, {"errors": [{"id": "not_found", "message": "Not found"}]})
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    changes = json.loads(self.rfile.read(length) or b"null")
+                except ValueError:
+                    changes = None
+                refused = fake.control(changes)
+                if refused:
+                    return self._json(400, {"errors": [{"id": "invalid_request", "message": refused}]})
+                return self._json(200, fake.state())
+
+            def do_DELETE(self) -> None:
+                if self.path != CONTROL_PATH:
+                    return self._json(404, {"errors": [{"id": "not_found", "message": "Not found"}]})
+                fake.reset()
+                return self._json(200, fake.state())
+
             def _json(self, status: int, body: object) -> None:
                 self._send(status, json.dumps(body).encode(), "application/json")
 
@@ -151,8 +203,9 @@ class FakeCoinbase:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=8780)
     args = parser.parse_args()
-    server = FakeCoinbase(port=args.port).start()
+    server = FakeCoinbase(args.host, args.port).start()
     print(f"fake Coinbase listening on {server.url}", flush=True)
     threading.Event().wait()

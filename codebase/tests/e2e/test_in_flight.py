@@ -4,6 +4,7 @@ The first attempt is held open in the write model from the test (its slots locke
 inserted, not committed), as a slow request on another replica would be.
 """
 
+import threading
 import uuid
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ import pytest
 
 from btc_orders.domain import money
 from tests.e2e.conftest import Suite
-from tests.support.services import dsn
+from tests.support.services import dsn, wait_until
 
 FIRST_AMOUNT = Decimal("50.00")
 FIRST_RATE = Decimal("97012.34")  # 50 USD = 0.00051540 BTC
@@ -77,3 +78,31 @@ def test_a_retry_above_the_cap_after_the_first_attempt_failed_is_refused(suite: 
     assert refused.status_code == 409
     assert refused.json()["detail"]["code"] == "btc_cap_exceeded"
     assert "Retry-After" not in refused.headers
+
+
+def test_a_retry_above_the_cap_while_the_first_attempt_is_still_being_priced_is_told_to_retry(suite: Suite) -> None:
+    # The first attempt waits on a slow EUR rate: it has not reached the database yet.
+    suite.coinbase.delays["EUR"] = 3.0
+    suite.start("btc_price", COINBASE_TIMEOUT_SECONDS="10")
+    api = suite.start("create_buy_order", BTC_CAP="0.01", BTC_PRICE_TIMEOUT_SECONDS="10").url
+    key = str(uuid.uuid4())
+    first: list[httpx.Response] = []
+    pricing = threading.Thread(
+        target=lambda: first.append(
+            httpx.put(
+                f"{api}/buy_order", json={"currency": "EUR", "amount": "50.00", "idempotence_key": key}, timeout=20
+            )
+        )
+    )
+    pricing.start()
+    wait_until(lambda: suite.coinbase.calls["EUR"] > 0, 10, 0.01, "the first attempt to be priced")
+    over_cap = {"currency": "USD", "amount": "2000.00", "idempotence_key": key}
+    answer = httpx.put(f"{api}/buy_order", json=over_cap, timeout=10)
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["detail"]["code"] == "order_in_flight"
+    assert int(answer.headers["Retry-After"]) >= 1
+    pricing.join(20)
+    assert first[0].status_code == 201, first[0].text
+    retried = httpx.put(f"{api}/buy_order", json=over_cap, timeout=10)
+    assert retried.status_code == 422
+    assert retried.json()["detail"]["code"] == "idempotence_key_reused"

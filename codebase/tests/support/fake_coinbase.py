@@ -32,6 +32,7 @@ class FakeCoinbase:
         self.rates = dict(DEFAULT_RATES)
         self.mode = HEALTHY
         self.delay_seconds = 0.0
+        self.delays: dict[str, float] = {}  # by currency, instead of `delay_seconds`
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._server = _Server((host, port), self._handler_class())
@@ -58,6 +59,7 @@ class FakeCoinbase:
         self.rates = dict(DEFAULT_RATES)
         self.mode = HEALTHY
         self.delay_seconds = 0.0
+        self.delays = {}
         with self._lock:
             self.calls.clear()
 
@@ -78,8 +80,9 @@ class FakeCoinbase:
                 with fake._lock:
                     fake.calls[currency] += 1
                 mode = fake.mode
-                if fake.delay_seconds:
-                    time.sleep(fake.delay_seconds)
+                delay = fake.delays.get(currency, fake.delay_seconds)
+                if delay:
+                    time.sleep(delay)
                 if mode == "timeout":
                     time.sleep(10)
                     return self._json(200, {"data": {"amount": "1.00", "base": base, "currency": currency}})

@@ -19,6 +19,7 @@ from tests.support.services import ServiceProcess, admin_connection, rabbitmqctl
 # before the network comes back; the harness checks that it was.
 BLACKHOLE_SECONDS = 20.0
 BLACKHOLES = ("relay_write_model_blackholed", "sync_broker_blackholed")
+RESTART_SECONDS = 60  # for a killed HTTP service to answer /healthz again (2 shared cores can be slow)
 
 
 @dataclass
@@ -85,7 +86,9 @@ class Faults:
         def restart() -> None:
             replacement = ServiceProcess(victim.name, victim.env, victim.log_path, victim.port)
             self.suite.processes.append(replacement)
-            replacement.start(wait=victim.port is not None)
+            replacement.start(wait=False)
+            if victim.port is not None:
+                replacement.wait_healthy(RESTART_SECONDS)
 
         return restart
 
@@ -246,7 +249,10 @@ def run_faults(
         heal = faults.kinds()[kind](record)
         stop.wait(faults.outage(kind))
         before_heal(record)
-        heal()
+        try:
+            heal()
+        except Exception as error:  # reported as a problem of the run, and the run goes on
+            record.detail["heal_failed"] = (str(error).strip().splitlines() or [type(error).__name__])[0]
         record.healed = time.monotonic()
         records.append(record)
         on_heal(record)

@@ -107,17 +107,20 @@ def run(duration: float, seed: int, directory: Path | None = None) -> dict[str, 
         rounds = 2 if duration >= TWO_ROUNDS_FROM_SECONDS else 1
         plan = faults.schedule(duration, rounds)
         started = time.monotonic()
-        records = run_faults(
-            faults,
-            plan,
-            rounds * len(faults.kinds()),
-            duration,
-            threading.Event(),
-            lambda record: _heal_mark(record, write, pending),
-            on_start=lambda record: _start_mark(record, write),
-            before_heal=lambda record: _count_unprojected(record, write, read),
-        )
-        stop_clients.set()
+        try:
+            records = run_faults(
+                faults,
+                plan,
+                rounds * len(faults.kinds()),
+                duration,
+                threading.Event(),
+                lambda record: _heal_mark(record, write, pending),
+                on_start=lambda record: _start_mark(record, write),
+                before_heal=lambda record: _count_unprojected(record, write, read),
+            )
+        finally:
+            stop_clients.set()
+            stack.callback(stop_monitor.set)
         for thread in workers:
             thread.join(30)
         load_seconds = time.monotonic() - started
@@ -244,6 +247,8 @@ def _availability_problems(history: History, records: list[FaultRecord], blackho
         default=float("inf"),
     )
     for record in records:
+        if "heal_failed" in record.detail:
+            problems.append(f"healing {record.kind} failed: {record.detail['heal_failed']}")
         if record.converged_after is None:
             problems.append(f"the read model did not converge within {CONVERGENCE_SECONDS} s after {record.kind}")
         window = (record.started, (record.healed or record.started) + 0.5)

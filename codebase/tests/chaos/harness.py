@@ -126,7 +126,11 @@ def run(duration: float, seed: int, directory: Path | None = None) -> dict[str, 
         load_seconds = time.monotonic() - started
 
         drain_started = time.monotonic()
-        wait_until(lambda: _drained(write, read), DRAIN_SECONDS, 0.2, "the outbox and the read model to drain")
+        drain_problems = []
+        try:
+            wait_until(lambda: _drained(write, read), DRAIN_SECONDS, 0.2, "the outbox and the read model to drain")
+        except AssertionError:  # the checker below says what is missing
+            drain_problems.append(f"the outbox and the read model did not drain within {DRAIN_SECONDS} s")
         drain_seconds = time.monotonic() - drain_started
         with contextlib.suppress(AssertionError):
             wait_until(lambda: all(r.converged_after is not None for r in records), CONVERGENCE_SECONDS, 0.2)
@@ -134,7 +138,7 @@ def run(duration: float, seed: int, directory: Path | None = None) -> dict[str, 
         monitor.join(10)
 
         problems, figures = check(history, write, read, suite.amqp_url, fetch, cap)
-        problems += _availability_problems(history, records, faults.blackhole_seconds)
+        problems += drain_problems + _availability_problems(history, records, faults.blackhole_seconds)
         problems += [f"{p.name} logged an unhandled error" for p in suite.processes if "unhandled_error" in p.logs()]
         return {
             "seed": seed,

@@ -46,6 +46,18 @@ class Faults:
     outage_seconds: tuple[float, float] = (1.0, 3.0)
     blackhole_seconds: float = BLACKHOLE_SECONDS
     lock: threading.Lock = field(default_factory=threading.Lock)
+    killed: list[ServiceProcess] = field(default_factory=list)  # by the harness; any other that exits died
+
+    def alive(self, name: str) -> list[ServiceProcess]:
+        return [p for p in self.suite.processes if p.name == name and p.process and p.process.poll() is None]
+
+    def died(self) -> list[ServiceProcess]:
+        """The processes that exited without the harness killing them."""
+        return [
+            p
+            for p in self.suite.processes
+            if p.process and p.process.poll() is not None and not any(p is k for k in self.killed)
+        ]
 
     @property
     def vhost(self) -> str:
@@ -54,11 +66,10 @@ class Faults:
     def kinds(self) -> dict[str, Fault]:
         write, read = self.suite.databases.write_name, self.suite.databases.read_name
         return {
-            "kill_create_buy_order": lambda _: self._kill("create_buy_order"),
-            "kill_btc_price": lambda _: self._kill("btc_price"),
-            "kill_fetch_buy_orders": lambda _: self._kill("fetch_buy_orders"),
-            "kill_outbox_relay": lambda _: self._kill("outbox_relay"),
-            "kill_read_model_sync": lambda _: self._kill("read_model_sync"),
+            **{
+                f"kill_{name}": lambda record, name=name: self._kill(name, record)
+                for name in ("create_buy_order", "btc_price", "fetch_buy_orders", "outbox_relay", "read_model_sync")
+            },
             "broker_connections_closed": lambda _: self._close_broker_connections(),
             "broker_unreachable": lambda _: self._broker_unreachable(),
             "broker_restarted_with_unacked": self._broker_restarted_with_unacked,
@@ -78,10 +89,14 @@ class Faults:
         }
 
     # processes -------------------------------------------------------------------------------
-    def _kill(self, name: str) -> Callable[[], None]:
-        candidates = [p for p in self.suite.processes if p.name == name and p.process and p.process.poll() is None]
+    def _kill(self, name: str, record: FaultRecord) -> Callable[[], None]:
+        candidates = self.alive(name)
+        if not candidates:  # they all died by themselves: the harness reports it
+            record.detail["skipped"] = f"no {name} left alive to kill"
+            return lambda: None
         victim = self.rng.choice(candidates)
         victim.kill()
+        self.killed.append(victim)
 
         def restart() -> None:
             replacement = ServiceProcess(victim.name, victim.env, victim.log_path, victim.port)
@@ -112,11 +127,12 @@ class Faults:
         deliveries go back to the queue; the worker is thawed into a closed connection, and
         nobody gets back in until healed.
         """
-        frozen = self.rng.choice(
-            [p for p in self.suite.processes if p.name == "read_model_sync" and p.process and p.process.poll() is None]
-        )
-        assert frozen.process is not None
-        frozen.process.send_signal(signal.SIGSTOP)
+        workers = self.alive("read_model_sync")
+        frozen = self.rng.choice(workers).process if workers else None
+        if frozen is None:
+            record.detail["skipped"] = "no read_model_sync left alive to freeze"
+        else:
+            frozen.send_signal(signal.SIGSTOP)
         try:
             deadline = time.monotonic() + 10
             unacked = self._unacked()
@@ -127,7 +143,8 @@ class Faults:
             rabbitmqctl("clear_permissions", "-p", self.vhost, "guest")
             rabbitmqctl("close_all_connections", "-p", self.vhost, "chaos: broker restarting")
         finally:
-            frozen.process.send_signal(signal.SIGCONT)
+            if frozen is not None:
+                frozen.send_signal(signal.SIGCONT)
         return lambda: rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*") and None
 
     def _unacked(self) -> int:

@@ -140,6 +140,12 @@ def run(duration: float, seed: int, directory: Path | None = None) -> dict[str, 
         problems, figures = check(history, write, read, suite.amqp_url, fetch, cap)
         problems += drain_problems + _availability_problems(history, records, faults.blackhole_seconds)
         problems += [f"{p.name} logged an unhandled error" for p in suite.processes if "unhandled_error" in p.logs()]
+        problems += [
+            f"{p.name} (pid {p.process.pid}) exited by itself with {p.process.returncode}"
+            for p in faults.died()
+            if p.process
+        ]
+        problems += [f"{r.kind}: {r.detail['skipped']}" for r in records if "skipped" in r.detail]
         return {
             "seed": seed,
             "duration_seconds": round(load_seconds, 1),

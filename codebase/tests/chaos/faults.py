@@ -47,6 +47,7 @@ class Faults:
     blackhole_seconds: float = BLACKHOLE_SECONDS
     lock: threading.Lock = field(default_factory=threading.Lock)
     killed: list[ServiceProcess] = field(default_factory=list)  # by the harness; any other that exits died
+    left_out: frozenset[str] = frozenset()  # kinds this run does not inject
 
     def alive(self, name: str) -> list[ServiceProcess]:
         return [p for p in self.suite.processes if p.name == name and p.process and p.process.poll() is None]
@@ -65,7 +66,7 @@ class Faults:
 
     def kinds(self) -> dict[str, Fault]:
         write, read = self.suite.databases.write_name, self.suite.databases.read_name
-        return {
+        every: dict[str, Fault] = {
             **{
                 f"kill_{name}": lambda record, name=name: self._kill(name, record)
                 for name in ("create_buy_order", "btc_price", "fetch_buy_orders", "outbox_relay", "read_model_sync")
@@ -87,6 +88,7 @@ class Faults:
             "coinbase_parser_bomb": lambda _: self._coinbase("parser_bomb"),
             "coinbase_slow": lambda _: self._coinbase_slow(),
         }
+        return {kind: fault for kind, fault in every.items() if kind not in self.left_out}
 
     # processes -------------------------------------------------------------------------------
     def _kill(self, name: str, record: FaultRecord) -> Callable[[], None]:

@@ -31,6 +31,7 @@ class FaultRecord:
     heal_sequence: int | None = None
     start_sequence: int | None = None  # the newest order when the fault began
     unprojected_at_heal: int | None = None  # of the orders stored before it began, not yet projected at heal
+    unconverged: int | None = None  # of the orders stored before the heal, how many were last seen missing
     detail: dict[str, Any] = field(default_factory=dict)
 
 

@@ -11,14 +11,20 @@ or the chaos harness:
     proxy.blackhole(); ...; proxy.restore()
     proxy.stop()
 
-A userspace proxy cannot stop its own kernel from acknowledging TCP segments, so what the
-peers do not get is application data (queries, answers, heartbeats), which is what bounded
-waits (heartbeats, server-side timeouts) detect.
+A userspace proxy cannot stop its own kernel from acknowledging TCP segments, so where the
+process may (root with `iptables`), `blackhole()` also has the kernel drop the loopback packets
+to and from the proxy's port: the near side's TCP then gets no ACK either (its keepalive probes
+and retransmissions go unanswered, as when a network path dies). Without that, what the peers
+do not get is application data (queries, answers, heartbeats), which bounded waits
+(heartbeats, server-side timeouts) still detect.
 """
 
 import contextlib
+import os
 import select
+import shutil
 import socket
+import subprocess
 import threading
 
 
@@ -34,6 +40,7 @@ class BlackholeProxy:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._rules: list[list[str]] = []
 
     def start(self) -> "BlackholeProxy":
         listener = socket.create_server(("127.0.0.1", 0))
@@ -46,8 +53,15 @@ class BlackholeProxy:
     def blackhole(self) -> None:
         """From now on no byte passes, either way, on any connection; none is closed or reset."""
         self._flowing.clear()
+        if os.geteuid() == 0 and shutil.which("iptables"):
+            for match in ("--dport", "--sport"):
+                rule = ["INPUT", "-i", "lo", "-p", "tcp", match, str(self.port), "-j", "DROP"]
+                if subprocess.run(["iptables", "-I", *rule], capture_output=True, check=False).returncode == 0:
+                    self._rules.append(rule)
 
     def restore(self) -> None:
+        while self._rules:
+            subprocess.run(["iptables", "-D", *self._rules.pop()], capture_output=True, check=False)
         self._flowing.set()
 
     @property
@@ -55,8 +69,8 @@ class BlackholeProxy:
         return not self._flowing.is_set()
 
     def stop(self) -> None:
+        self.restore()
         self._stopped.set()
-        self._flowing.set()
         if self._listener is not None:
             self._listener.close()
         with self._lock:

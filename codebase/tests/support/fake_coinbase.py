@@ -58,6 +58,7 @@ class FakeCoinbase:
         self.rates = dict(DEFAULT_RATES)
         self.mode = HEALTHY
         self.delay_seconds = 0.0
+        self.delays: dict[str, float] = {}  # by currency, instead of `delay_seconds`
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._server = _Server((host, port), self._handler_class())
@@ -84,6 +85,7 @@ class FakeCoinbase:
         self.rates = dict(DEFAULT_RATES)
         self.mode = HEALTHY
         self.delay_seconds = 0.0
+        self.delays = {}
         with self._lock:
             self.calls.clear()
 
@@ -128,8 +130,9 @@ class FakeCoinbase:
                 with fake._lock:
                     fake.calls[currency] += 1
                 mode = fake.mode
-                if fake.delay_seconds:
-                    time.sleep(fake.delay_seconds)
+                delay = fake.delays.get(currency, fake.delay_seconds)
+                if delay:
+                    time.sleep(delay)
                 if mode == "timeout":
                     time.sleep(10)
                     return self._json(200, {"data": {"amount": "1.00", "base": base, "currency": currency}})
@@ -139,6 +142,8 @@ class FakeCoinbase:
                     return self._json(429, {"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]})
                 if mode == "html":
                     return self._send(200, b"<html><body>Maintenance</body></html>", "text/html")
+                if mode == "parser_bomb":  # a 200 whose JSON nests deeper than any parser's recursion
+                    return self._send(200, b'{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json")
                 if mode == "missing_field":
                     return self._json(200, {"data": {"base": base, "currency": currency}})
                 if mode == "wrong_currency":

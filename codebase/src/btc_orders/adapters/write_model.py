@@ -1,6 +1,8 @@
 """The write model: store an order with its cap deduction and outbox event in one transaction."""
 
+import logging
 import random
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -9,11 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, Row, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from btc_orders import logs
 from btc_orders.adapters.db import unavailable_on_outage
 from btc_orders.domain import cap, money
-from btc_orders.domain.errors import BtcCapExceeded
+from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight
 from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest, format_timestamp
 from btc_orders.events import EVENT_TYPE, created_event
 
@@ -85,10 +88,35 @@ _PLACE_IN_ONE_STATEMENT = text(
 )
 _IDEMPOTENCE_KEY_CONSTRAINT = "buy_order_idempotence_key_key"
 
+log = logging.getLogger(__name__)
+
 # The slow path: lock every slot (always in slot order, so two such transactions
 # cannot deadlock), then store the order, then take from the total and spread what is left.
-_LOCK_ALL_SLOTS = text("SELECT slot, remaining_satoshis FROM cap_slot ORDER BY slot FOR UPDATE")
+# The ledger's cap rides along (not locked) so that every replica notices a cap set by another.
+_LOCK_ALL_SLOTS = text(
+    """
+    SELECT slot, remaining_satoshis, (SELECT cap_satoshis FROM cap_ledger) AS cap_satoshis
+    FROM cap_slot ORDER BY slot FOR UPDATE OF cap_slot
+    """
+)
 _SET_SLOT = text("UPDATE cap_slot SET remaining_satoshis = :remaining WHERE slot = :slot")
+
+# How long an order refused for the cap waits for another attempt with its key to finish
+# before it answers `order_in_flight` instead (see `_refuse_unless_key_taken`).
+KEY_WAIT_SECONDS = 1.0
+_LOCK_NOT_AVAILABLE = "55P03"
+
+# Claims the key for the length of a transaction that is always rolled back: ON CONFLICT waits
+# for a concurrent, uncommitted insert of the same key (an attempt in flight) to end. The row
+# is never committed, so only the key matters; the BTC column gets a placeholder that fits.
+_CLAIM_KEY = text(
+    """
+    INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount)
+    VALUES (:id, :key, :currency, :amount, :exchange_rate, 0.00000001)
+    ON CONFLICT (idempotence_key) DO NOTHING
+    RETURNING sequence
+    """
+)
 
 _INSERT_OUTBOX = text(
     """
@@ -127,9 +155,14 @@ class WriteModel:
             self._statements, self._transactions = engine, engine.execution_options(isolation_level="READ COMMITTED")
         else:
             self._statements, self._transactions = engine.execution_options(isolation_level="AUTOCOMMIT"), engine
-        self.slot_count = slot_count
+        self.slot_count = slot_count  # CAP_LEDGER_SLOTS: the slots `ensure_cap` makes sure exist
+        # The slots that exist (the fast path picks one): learnt by `ensure_cap`, refreshed by the slow path.
+        self.slots: tuple[int, ...] = tuple(range(slot_count))
         self._choose = choose or random.randrange
-        self.cap_satoshis: int | None = None  # set by ensure_cap
+        self.configured_cap_satoshis: int | None = None  # BTC_CAP, as given to `ensure_cap`
+        self.cap_satoshis: int | None = None  # the ledger's cap as last read (another replica may set it)
+        self._disagreements_logged: set[tuple[str, int, int]] = set()
+        self._log_lock = threading.Lock()
 
     def find_by_key(self, idempotence_key: uuid.UUID) -> BuyOrder | None:
         with unavailable_on_outage("write-model"), self._statements.connect() as connection:
@@ -139,17 +172,19 @@ class WriteModel:
     def place(self, request: OrderRequest, exchange_rate: Decimal, request_id: str | None) -> tuple[BuyOrder, bool]:
         """Store the order priced at `exchange_rate`, or return the one its key already names.
 
-        Returns `(order, created)`. Raises `BtcCapExceeded` when the order does
-        not fit under the cap; nothing is stored then and the key stays unused.
+        Returns `(order, created)`. Raises `BtcCapExceeded` when the order does not fit under
+        the cap and no other attempt with its key is in flight (nothing is stored then and the
+        key stays unused), `OrderInFlight` when one still is after KEY_WAIT_SECONDS: a refusal
+        is final, and never one that the other attempt's outcome could contradict.
         """
         satoshis = money.bitcoin_satoshis(request.amount, exchange_rate)
-        bitcoin_amount = money.satoshis_to_btc(satoshis)
-        if self.cap_satoshis is not None and satoshis > self.cap_satoshis:
-            # More than the whole cap: refused without a transaction (and without
-            # asking the database to store a number wider than its column).
-            status = self.cap_status()
-            raise BtcCapExceeded(requested=bitcoin_amount, available=status[1] if status else Decimal(0))
         with unavailable_on_outage("write-model"):
+            if self.cap_satoshis is not None and satoshis > self.cap_satoshis:
+                # More than the whole cap (as last read): never asked to store (it may not even fit
+                # the column), but refused only once no other attempt with its key is in flight.
+                replayed = self._refuse_above_whole_cap(request, exchange_rate, satoshis)
+                if replayed is not None:
+                    return replayed, False
             placed = self._place_in_one_statement(request, exchange_rate, satoshis, request_id)
             if placed is not None:
                 return placed
@@ -177,7 +212,7 @@ class WriteModel:
                 row = connection.execute(
                     _PLACE_IN_ONE_STATEMENT,
                     {
-                        "slot": self._choose(self.slot_count),
+                        "slot": self._pick_slot(),
                         "satoshis": satoshis,
                         "id": order.id,
                         "key": request.idempotence_key,
@@ -212,6 +247,11 @@ class WriteModel:
         bitcoin_amount = money.satoshis_to_btc(satoshis)
         with self._transactions.begin() as connection:
             slots = connection.execute(_LOCK_ALL_SLOTS).all()
+            self._learn_ledger(slots)
+            # The key is inserted after the slots are locked: an attempt in flight with this key holds
+            # a slot until it ends (or is a claim of `_refuse_above_whole_cap`, which lasts at most
+            # KEY_WAIT_SECONDS), so once this insert returns the key's fate is known (stored: the
+            # replay; unused: the cap rule below is the final answer).
             inserted = connection.execute(
                 _INSERT_ORDER,
                 {
@@ -259,28 +299,143 @@ class WriteModel:
         return order, True
 
     def ensure_cap(self, cap_satoshis: int) -> None:
-        """Make the ledger hold `cap_satoshis` across `slot_count` slots.
+        """Make the ledger hold `cap_satoshis`, with at least `slot_count` slots.
 
-        Safe to run from every replica at start: it serialises on the ledger row
-        and on every slot, and counts what stored orders use from the orders
-        themselves. Does nothing when the ledger already matches.
+        Safe to run from every replica at start, while other replicas serve orders: it
+        serialises on the ledger row and on every slot, and changes the ledger in place. Slots
+        are only ever added (empty: the slow path spreads capacity into them) and never removed,
+        so an order waiting on the slots meanwhile finds every one it counted, with its newest
+        value. A new cap is applied by recounting what stored orders use and spreading the rest
+        over the slots that were there already. Does nothing when the ledger already matches.
+        A replica configured with fewer slots than exist uses the slots that exist.
         """
         with unavailable_on_outage("write-model"), self._transactions.begin() as connection:
             connection.execute(text("INSERT INTO cap_ledger (cap_satoshis) VALUES (0) ON CONFLICT DO NOTHING"))
             current = connection.execute(text("SELECT cap_satoshis FROM cap_ledger FOR UPDATE")).scalar_one()
             slots = connection.execute(_LOCK_ALL_SLOTS).all()
-            if current == cap_satoshis and len(slots) == self.slot_count and slots:
-                self.cap_satoshis = cap_satoshis
-                return
-            used_btc = connection.execute(text("SELECT coalesce(sum(bitcoin_amount), 0) FROM buy_order")).scalar_one()
-            left = cap.remaining(cap_satoshis, money.btc_to_satoshis(used_btc))
-            connection.execute(text("DELETE FROM cap_slot"))
-            connection.execute(
-                text("INSERT INTO cap_slot (slot, remaining_satoshis) VALUES (:slot, :remaining)"),
-                [{"slot": slot, "remaining": part} for slot, part in enumerate(cap.spread(left, self.slot_count))],
-            )
-            connection.execute(text("UPDATE cap_ledger SET cap_satoshis = :cap"), {"cap": cap_satoshis})
+            existing = {row.slot for row in slots}
+            missing = [slot for slot in range(self.slot_count) if slot not in existing]
+            if missing:
+                connection.execute(
+                    text("INSERT INTO cap_slot (slot, remaining_satoshis) VALUES (:slot, 0) ON CONFLICT DO NOTHING"),
+                    [{"slot": slot} for slot in missing],
+                )
+            # The slots that held capacity before (all of them on a fresh ledger) take the new total.
+            holders = [row.slot for row in slots] or missing
+            if current != cap_satoshis or not slots:
+                used = connection.execute(text("SELECT coalesce(sum(bitcoin_amount), 0) FROM buy_order")).scalar_one()
+                left = cap.remaining(cap_satoshis, money.btc_to_satoshis(used))
+                parts = cap.spread(left, len(holders))
+                connection.execute(
+                    _SET_SLOT, [{"slot": slot, "remaining": part} for slot, part in zip(holders, parts, strict=True)]
+                )
+                connection.execute(text("UPDATE cap_ledger SET cap_satoshis = :cap"), {"cap": cap_satoshis})
+                if slots:
+                    logs.event(
+                        log,
+                        "cap_ledger_changed",
+                        logging.WARNING,
+                        from_btc=money.satoshis_to_btc(current),
+                        to_btc=money.satoshis_to_btc(cap_satoshis),
+                        message="BTC_CAP of this replica is not the ledger's cap: the ledger now holds this one; "
+                        "every create_buy_order replica should have the same BTC_CAP",
+                    )
+        self.configured_cap_satoshis = cap_satoshis
         self.cap_satoshis = cap_satoshis
+        self.slots = tuple(sorted(existing | set(missing)))
+        self._check_slots()
+
+    def _pick_slot(self) -> int:
+        slots = self.slots
+        return slots[self._choose(len(slots))]
+
+    def _learn_ledger(self, slots: Any) -> None:
+        """Refresh what this replica knows of the ledger from the slow path's locked rows."""
+        known = tuple(row.slot for row in slots)
+        if known and known != self.slots:
+            self.slots = known
+            self._check_slots()
+        if slots and slots[0].cap_satoshis is not None:
+            self._learn_cap(int(slots[0].cap_satoshis))
+
+    def _learn_cap(self, ledger_cap: int) -> None:
+        self.cap_satoshis = ledger_cap
+        configured = self.configured_cap_satoshis
+        if configured is not None and configured != ledger_cap:
+            self._log_disagreement_once(
+                "BTC_CAP",
+                money.satoshis_to_btc(configured),
+                money.satoshis_to_btc(ledger_cap),
+                "another replica set the cap; the ledger's cap is the one enforced",
+            )
+
+    def _check_slots(self) -> None:
+        if len(self.slots) != self.slot_count:
+            self._log_disagreement_once(
+                "CAP_LEDGER_SLOTS",
+                self.slot_count,
+                len(self.slots),
+                "another replica made more slots; the slots that exist are used",
+            )
+
+    def _log_disagreement_once(self, setting: str, configured: Any, ledger: Any, consequence: str) -> None:
+        with self._log_lock:
+            seen = (setting, configured, ledger)
+            if seen in self._disagreements_logged:
+                return
+            self._disagreements_logged.add(seen)
+        logs.event(
+            log,
+            "cap_ledger_disagrees",
+            logging.WARNING,
+            setting=setting,
+            configured=configured,
+            ledger=ledger,
+            message=f"{setting} here is {configured} but the cap ledger has {ledger}: {consequence}; "
+            f"set {setting} alike on every create_buy_order replica",
+        )
+
+    def _refuse_above_whole_cap(self, request: OrderRequest, exchange_rate: Decimal, satoshis: int) -> BuyOrder | None:
+        """An order above the whole cap (as last read): the order its key names, or the refusal.
+
+        The refusal is final, so it is given only once no other attempt with the key can be in
+        flight: the key is claimed (and the claim always rolled back), which waits for such an
+        attempt to end. Still in flight after KEY_WAIT_SECONDS: `OrderInFlight`. Returns None
+        when another replica has raised the cap so that the order may fit after all.
+        """
+        with self._transactions.connect() as connection:
+            ledger_cap = connection.execute(text("SELECT cap_satoshis FROM cap_ledger")).scalar_one()
+            self._learn_cap(int(ledger_cap))
+            if satoshis <= ledger_cap:
+                connection.rollback()
+                return None
+            connection.execute(text(f"SET LOCAL lock_timeout = '{int(KEY_WAIT_SECONDS * 1000)}ms'"))
+            try:
+                claimed = connection.execute(
+                    _CLAIM_KEY,
+                    {
+                        "id": uuid.uuid4(),
+                        "key": request.idempotence_key,
+                        "currency": request.currency.value,
+                        "amount": request.amount,
+                        "exchange_rate": exchange_rate,
+                    },
+                ).one_or_none()
+            except OperationalError as error:
+                if getattr(error.orig, "pgcode", None) != _LOCK_NOT_AVAILABLE:
+                    raise
+                raise OrderInFlight(
+                    f"another request with idempotence_key {request.idempotence_key} is being stored; "
+                    "retry to learn its outcome",
+                    retry_after=1,
+                ) from error
+            if claimed is None:
+                existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
+                connection.rollback()
+                return _order_from_row(existing)
+            left = connection.execute(text("SELECT coalesce(sum(remaining_satoshis), 0) FROM cap_slot")).scalar_one()
+            connection.rollback()
+        raise BtcCapExceeded(requested=money.satoshis_to_btc(satoshis), available=money.satoshis_to_btc(int(left)))
 
     def cap_status(self) -> tuple[Decimal, Decimal] | None:
         """(cap, still available) in BTC as the ledger holds them now; None before `ensure_cap` ever ran."""

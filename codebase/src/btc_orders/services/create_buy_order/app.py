@@ -78,7 +78,11 @@ def create_app(settings: CreateBuyOrderSettings) -> FastAPI:
         responses={
             200: {"model": BuyOrderResource, "description": "replay: the order this key already names"},
             400: {"model": ErrorBody, "description": "`Idempotency-Key` header and body key differ"},
-            409: {"model": ErrorBody, "description": "`btc_cap_exceeded`, with `available_btc`"},
+            409: {
+                "model": ErrorBody,
+                "description": "`btc_cap_exceeded`, with `available_btc`; or `order_in_flight`, with `Retry-After`, "
+                "while another request with the key is being placed",
+            },
             413: {"model": ErrorBody, "description": "`payload_too_large`: the body is over 16 KiB"},
             415: {"model": ErrorBody, "description": "`unsupported_media_type`: send `Content-Type: application/json`"},
             422: {"description": "invalid input, or `idempotence_key_reused` with another currency or amount"},

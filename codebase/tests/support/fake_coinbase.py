@@ -142,8 +142,6 @@ class FakeCoinbase:
                     return self._json(429, {"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]})
                 if mode == "html":
                     return self._send(200, b"<html><body>Maintenance</body></html>", "text/html")
-                if mode == "parser_bomb":  # a 200 whose JSON nests deeper than any parser's recursion
-                    return self._send(200, b'{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json")
                 if mode == "missing_field":
                     return self._json(200, {"data": {"base": base, "currency": currency}})
                 if mode == "wrong_currency":

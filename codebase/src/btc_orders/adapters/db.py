@@ -49,6 +49,7 @@ def connect_args(
         ),
     }
 
+
 # The forms of a Postgres URL that users are given (libpq, Heroku-style platforms, SQLAlchemy),
 # all served by the project's one driver. SQLAlchemy alone would map `postgresql://` to psycopg 3
 # (not installed) and knows no `postgres://` dialect at all.

@@ -92,7 +92,8 @@ def test_a_missing_or_malformed_setting_stops_the_process_with_one_line_naming_i
 
 def test_an_unmigrated_database_is_refused_with_one_line(tmp_path: Path) -> None:
     with throwaway_databases(migrated=False) as databases:
-        result = start("fetch_buy_orders", base_env(READ_MODEL_DB_URL=databases.read_url), tmp_path)
+        env = base_env(READ_MODEL_DB_URL=databases.read_url, FETCH_BUY_ORDERS_PORT=str(free_port()))
+        result = start("fetch_buy_orders", env, tmp_path)  # a free port: the default may be taken here
     assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [
         "refusing to start: the read_model database schema is not up to date "
@@ -229,7 +230,12 @@ def test_a_database_that_cannot_take_the_start_up_write_is_one_line(tmp_path: Pa
         with admin.cursor() as cursor:
             cursor.execute(f"ALTER DATABASE {databases.write_name} SET default_transaction_read_only = on")
         admin.close()
-        env = base_env(WRITE_MODEL_DB_URL=databases.write_url, BTC_PRICE_URL="http://127.0.0.1:1", BTC_CAP="50")
+        env = base_env(
+            WRITE_MODEL_DB_URL=databases.write_url,
+            BTC_PRICE_URL="http://127.0.0.1:1",
+            BTC_CAP="50",
+            CREATE_BUY_ORDER_PORT=str(free_port()),
+        )
         result = start("create_buy_order", env, tmp_path)
     assert result.returncode == 3
     assert (

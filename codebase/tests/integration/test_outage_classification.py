@@ -134,3 +134,17 @@ def test_the_http_error_table_maps_an_escaped_database_error_by_what_it_means(co
         assert int(response.headers["retry-after"]) >= 1
     else:
         assert response.json()["detail"]["code"] == "internal_error"
+
+
+@pytest.mark.parametrize(
+    ("code", "told"),
+    [
+        ("53300", "too many connections"),
+        ("53100", "out of resources"),
+        ("57P01", "unavailable"),
+        ("40P01", "unavailable"),
+    ],
+)
+def test_the_client_is_told_what_kind_of_outage_it_is(code: str, told: str) -> None:
+    with pytest.raises(ServiceUnavailable, match=told), db.unavailable_on_outage("write-model"):
+        raise _raw(code)

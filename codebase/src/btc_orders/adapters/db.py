@@ -220,8 +220,12 @@ def is_outage(error: BaseException) -> bool:
 def outage_message(database: str, error: BaseException) -> str:
     """The client's sentence for an outage of `database`."""
     code = sqlstate(error)
-    if isinstance(error, PoolTimeout) or (code or "").startswith("53"):
+    if isinstance(error, PoolTimeout):
         return f"the {database} database is busy (no free connection); retry shortly"
+    if code == "53300":
+        return f"the {database} database has too many connections; retry shortly"
+    if code is not None and code.startswith("53"):
+        return f"the {database} database is out of resources (disk, memory); retry shortly"
     if code == "25006":
         return f"the {database} database is read-only right now (a failover?); retry shortly"
     return f"the {database} database is unavailable; retry shortly"

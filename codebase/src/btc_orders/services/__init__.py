@@ -41,8 +41,9 @@ class StartupFailure(Exception):
 
 def configured(service: str, settings_class: type[SettingsT]) -> SettingsT:
     """Load the settings (or exit with one line naming the bad variable) and set up logging."""
-    loaded = settings.load(settings_class)
-    logs.configure(service, loaded.log_level, loaded.fluentd_host, loaded.fluentd_port)
+    with starting(service):  # e.g. an unreadable .env: one line too
+        loaded = settings.load(settings_class)
+        logs.configure(service, loaded.log_level, loaded.fluentd_host, loaded.fluentd_port)
     return loaded
 
 

@@ -138,3 +138,42 @@ def test_the_running_relay_prunes_on_its_own(write_engine: Engine, amqp_url: str
     finally:
         stop.set()
         thread.join(30)
+
+
+def test_a_prune_the_database_refuses_never_stops_the_relaying(
+    databases: Databases, write_engine: Engine, amqp_url: str, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from btc_orders.adapters import db
+    from tests.support.workers import log_events, sql
+
+    role = f"relay_{uuid.uuid4().hex[:8]}"
+    sql("postgres", f"CREATE ROLE {role} LOGIN")
+    sql(databases.write_name, f"GRANT SELECT, UPDATE ON outbox TO {role}", f"GRANT SELECT ON buy_order TO {role}")
+    engine = db.create_engine(databases.write_url.replace("postgres@", f"{role}@", 1), 2)
+    caplog.set_level(logging.INFO, logger="btc_orders.services.outbox_relay.relay")
+    relay = Relay(engine, amqp_url, retention_seconds=60)
+    stop = StopFlag(signals=False)
+    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        place(write_engine, 3)
+        wait_until(lambda: outbox(write_engine) == (3, 0), 30, 0.1, "the rows to be sent")
+        age_sent_rows(write_engine, 7200)
+        wait_until(
+            lambda: log_events(caplog, "outbox_prune_failed", "btc_orders.services.outbox_relay.relay") == 1,
+            30,
+            0.1,
+            "the refused prune to be logged",
+        )
+        place(write_engine, 4)
+        wait_until(lambda: outbox(write_engine) == (7, 0), 30, 0.1, "the relay to go on sending")
+        assert log_events(caplog, "outbox_prune_failed", "btc_orders.services.outbox_relay.relay") == 1
+        assert log_events(caplog, "relay_retrying", "btc_orders.services.outbox_relay.relay") == 0
+    finally:
+        stop.set()
+        thread.join(30)
+        engine.dispose()
+        sql(databases.write_name, f"DROP OWNED BY {role}")
+        sql("postgres", f"DROP ROLE {role}")

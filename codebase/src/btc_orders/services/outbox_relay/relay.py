@@ -91,6 +91,7 @@ class Relay:
         self._publisher = rabbitmq.ConfirmingPublisher(self.amqp_url, self.name)
         self._gauges_read_at = 0.0
         self._pruned_at = 0.0
+        self._prune_failing = False
         self._outage = OutageLog(log, "relay_retrying", "relay_recovered")
 
     def run(self, stop: StopFlag) -> None:
@@ -125,10 +126,21 @@ class Relay:
         return pruned
 
     def _prune_now_and_then(self) -> None:
+        """Prune every `PRUNE_INTERVAL_SECONDS`. Pruning is housekeeping: a prune that fails (the
+        relay's role may not DELETE, the database is away) is logged once and never stops the
+        relaying (an outage is then met, and handled, by the relaying itself)."""
         now = time.monotonic()
-        if now - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
-            self._pruned_at = now
+        if now - self._pruned_at < PRUNE_INTERVAL_SECONDS:
+            return
+        self._pruned_at = now
+        try:
             self.prune()
+        except (DBAPIError, psycopg2.Error) as error:
+            if not self._prune_failing:
+                logs.event(log, "outbox_prune_failed", logging.ERROR, reason=first_line(error))
+            self._prune_failing = True
+        else:
+            self._prune_failing = False
 
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were published."""

@@ -2,7 +2,8 @@
 # Sourced by test.sh: the container stage. Runs the compose cluster the way a user does (the
 # README's own commands: ./build_base_images.sh, ./build_run_images.sh, ./run.sh), runs the
 # black-box suite codebase/tests/cluster against the gateway's published ports, then
-# ./run.sh --stop.
+# ./run.sh --stop; then the broker's integration tests again against the cluster's RabbitMQ image
+# (RabbitMQ 4), started alone.
 #
 # The engine: a Docker that answers; else, as root with apt, Debian's docker.io is installed
 # and dockerd started in the background (left running for later runs). Where none can be had,
@@ -81,6 +82,32 @@ _stage_images() {
     esac
 }
 
+# The broker tests again, on the cluster's broker image (RabbitMQ 4: quorum queues' delivery
+# limits, dead letters kept, replays that count no delivery), in a throwaway container.
+BROKER_TESTS=(
+    tests/integration/test_sync_outages.py tests/integration/test_sync_deliveries.py
+    tests/integration/test_dead_letters.py tests/integration/test_outbox_pruning.py
+    tests/integration/test_silent_network.py tests/integration/test_admin_outages.py
+    tests/integration/test_relay_confirms.py tests/integration/test_admin.py
+    tests/integration/test_event_contract.py
+)
+_stage_broker_tests() {
+    local name="$CLUSTER_PROJECT-rabbitmq4" image=${RABBITMQ_IMAGE:-rabbitmq:4-management-alpine} status=0 deadline
+    docker rm -f "$name" >/dev/null 2>&1 || true
+    docker run -d --name "$name" --hostname rabbit4 -p 127.0.0.1:35673:5672 "$image" >/dev/null ||
+        die "could not start $image for the broker tests"
+    deadline=$((SECONDS + 120))
+    until docker exec "$name" rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || { docker logs --tail 20 "$name"; docker rm -f "$name" >/dev/null; die "$image did not start within 120 s"; }
+        sleep 2
+    done
+    say "container stage: the broker tests on $(docker exec "$name" rabbitmqctl -q version 2>/dev/null | head -n 1 | sed 's/^/RabbitMQ /') ($image)"
+    (cd codebase && TEST_AMQP_URL='amqp://guest:guest@127.0.0.1:35673/%2F' TEST_RABBITMQCTL="docker exec $name rabbitmqctl" \
+        python -m pytest -p no:cacheprovider -m "not slow" "${BROKER_TESTS[@]}") || status=$?
+    docker rm -f "$name" >/dev/null 2>&1 || true
+    return "$status"
+}
+
 # Remove the stage's project, volumes included (a throwaway cluster).
 _stage_down() {
     docker compose --project-name "$CLUSTER_PROJECT" down --volumes --remove-orphans --timeout 30 \
@@ -122,6 +149,9 @@ run_container_stage() {
     say "container stage: ./run.sh --stop"
     ./run.sh --stop || status=1
     _stage_down
+    if [ "$#" -eq 0 ] || [ "$*" = tests/cluster ]; then # the whole stage, not a chosen cluster test
+        _stage_broker_tests || status=1
+    fi
     say "container stage ran in $((SECONDS - started)) s (status $status)"
     [ "$status" -ne 5 ] || die "the container stage collected no tests"
     return "$status"

@@ -2,7 +2,7 @@
 
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
@@ -29,11 +29,12 @@ def parse_rfc3339(value: object) -> datetime:
     offset = "+00:00" if match["offset"] in ("Z", "z") else match["offset"]
     try:
         parsed = datetime.fromisoformat(f"{match['seconds'].replace(' ', 'T')}.{fraction[:6]:0<6}{offset}")
-    except ValueError as error:
+        if fraction[6:].strip("0"):
+            parsed += timedelta(microseconds=1)
+        # in UTC: Postgres takes offsets up to 15:59 only, RFC 3339 up to 23:59
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as error:
         raise ValueError(f"not a valid timestamp: {error}") from None
-    if fraction[6:].strip("0"):
-        parsed += timedelta(microseconds=1)
-    return parsed
 
 
 Timestamp = Annotated[

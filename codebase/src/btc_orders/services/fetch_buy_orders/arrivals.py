@@ -40,6 +40,7 @@ class Arrivals:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._count = 0
         self._connection: psycopg2.extensions.connection | None = None
+        self._fd: int | None = None  # the connection's socket, kept: a closed connection has no fileno()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -95,10 +96,10 @@ class Arrivals:
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
-            self._connection = connection
+            self._connection, self._fd = connection, connection.fileno()
             self._lost.clear()
             assert self._loop is not None
-            self._loop.add_reader(connection.fileno(), self._readable)
+            self._loop.add_reader(self._fd, self._readable)
             logs.event(log, "listening", channel=CHANNEL)
             self._wake_all()  # what landed while nobody listened was not notified: look once
             await self._lost.wait()
@@ -116,7 +117,7 @@ class Arrivals:
             return
         try:
             connection.poll()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+        except psycopg2.Error as error:  # the server went away (or the network): listen again
             logs.event(log, "listen_lost", logging.WARNING, reason=str(error).strip())
             self._close()
             self._wake_all()
@@ -139,13 +140,13 @@ class Arrivals:
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        if self._loop is not None:
-            with suppress(ValueError, OSError):
-                self._loop.remove_reader(connection.fileno())
-        with suppress(psycopg2.Error):
-            connection.close()
+        fd, self._fd = self._fd, None
+        if self._loop is not None and fd is not None:
+            # before anything else: a reader left on a dead socket would be called in a busy loop
+            self._loop.remove_reader(fd)
+        if connection is not None:
+            with suppress(psycopg2.Error):
+                connection.close()
 
 
 def preferred_wait(prefer_headers: list[str]) -> int | None:

@@ -164,7 +164,9 @@ local_settings() {
     : "${AMQP_URL:=amqp://guest:guest@127.0.0.1:5672/%2F}"
     : "${BTC_PRICE_URL:=http://127.0.0.1:$(setting BTC_PRICE_PORT 8779)}"
     : "${FLUENTD_HOST=}" # set but empty: stdout only, unless the caller names a Fluentd
-    export WRITE_MODEL_DB_URL READ_MODEL_DB_URL AMQP_URL BTC_PRICE_URL FLUENTD_HOST
+    # two ports, no gateway: the 201's Location names the fetch API (unless the caller set one)
+    [ -n "${PUBLIC_FETCH_URL:-}" ] || PUBLIC_FETCH_URL="http://localhost:$(setting FETCH_BUY_ORDERS_PORT 8778)"
+    export WRITE_MODEL_DB_URL READ_MODEL_DB_URL AMQP_URL BTC_PRICE_URL FLUENTD_HOST PUBLIC_FETCH_URL
 }
 
 # Create the two databases when missing (connecting to the `postgres` database of each

@@ -5,6 +5,7 @@ directory (the defaults of the docker-compose cluster); the environment wins.
 A missing or malformed variable stops the process with one line naming it.
 """
 
+import re
 import sys
 from decimal import Decimal
 from typing import Annotated, NoReturn, Self, TypeVar
@@ -93,6 +94,16 @@ class CreateBuyOrderSettings(WriteModelSettings):
     rate_max_age_seconds: Seconds = Field(default=30, alias="RATE_MAX_AGE_SECONDS")
     rate_ttl_seconds: Seconds = Field(default=2, alias="RATE_TTL_SECONDS")  # reuse, capped at the max age
     btc_price_timeout_seconds: Seconds = Field(default=3, alias="BTC_PRICE_TIMEOUT_SECONDS")
+    # where clients reach GET /buy_orders/{id}: empty (the gateway's single origin) makes the 201's
+    # Location relative (`/buy_orders/{id}`); `http://localhost:8778` makes it absolute under it
+    public_fetch_url: str = Field(default="", alias="PUBLIC_FETCH_URL")
+
+    @field_validator("public_fetch_url")
+    @classmethod
+    def _origin_or_empty(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be empty or an http:// or https:// URL such as http://localhost:8778")
+        return value.rstrip("/")
 
     @field_validator("btc_cap", mode="before")
     @classmethod
@@ -120,6 +131,14 @@ class CreateBuyOrderSettings(WriteModelSettings):
 
 class FetchBuyOrdersSettings(ReadModelSettings):
     port: Port = Field(default=8778, alias="FETCH_BUY_ORDERS_PORT")
+    # `Prefer: wait=N` on GET /buy_orders/{id}: at most this long, and at most this many waiting
+    # requests per process (past it, answered at once)
+    read_your_write_max_wait_seconds: Annotated[int, Field(ge=0, le=300)] = Field(
+        default=10, alias="READ_YOUR_WRITE_MAX_WAIT_SECONDS"
+    )
+    read_your_write_max_waiters: Annotated[int, Field(ge=0, le=100000)] = Field(
+        default=1000, alias="READ_YOUR_WRITE_MAX_WAITERS"
+    )
 
 
 class AmqpSettings(BaseServiceSettings):

@@ -143,7 +143,12 @@ def test_bad_paging_parameters_are_refused(suite: Suite, params: dict[str, Any],
 
 def test_an_empty_read_model_is_one_empty_page_and_unknown_orders_are_404(suite: Suite) -> None:
     fetch = suite.start("fetch_buy_orders")
-    assert httpx.get(f"{fetch.url}/buy_orders").json() == {"buy_orders": [], "last_reference": None, "has_more": False}
+    assert httpx.get(f"{fetch.url}/buy_orders").json() == {
+        "buy_orders": [],
+        "first_reference": None,
+        "last_reference": None,
+        "has_more": False,
+    }
     missing = httpx.get(f"{fetch.url}/buy_orders/{uuid.uuid4()}")
     assert missing.status_code == 404
     assert missing.json()["detail"]["code"] == "order_not_found"

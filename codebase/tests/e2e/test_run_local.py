@@ -52,19 +52,29 @@ def test_run_local_serves_the_suite_and_the_curl_scripts_show_an_order_in_and_ou
 
         wait_until(ready, 60, 0.2, "run.sh --local to serve")
         key = str(uuid.uuid4())
-        placed = script("put_buy_order.sh", "EUR", "42.00", key, env=env)
+        placed = script("put_buy_order.sh", "-i", "EUR", "42.00", key, env=env)
         assert placed.returncode == 0, placed.stdout + placed.stderr
         assert "201" in placed.stdout and key in placed.stdout
+        # -i shows the headers; with two ports, the Location names the fetch API (PUBLIC_FETCH_URL)
+        location = next(line for line in placed.stdout.splitlines() if line.lower().startswith("location:"))
+        url = location.split(":", 1)[1].strip()
+        assert url.startswith(f"http://localhost:{ports['FETCH_BUY_ORDERS_PORT']}/buy_orders/"), location
 
         def listed() -> bool:
             page = script("get_buy_order.sh", "5", env=env)
             return page.returncode == 0 and key in page.stdout
 
         wait_until(listed, 20, 0.2, "the order in the first page")
+        followed = httpx.get(url, headers={"Prefer": "wait=20"}, timeout=30)
+        assert followed.status_code == 200 and followed.json()["idempotence_key"] == key
+        assert followed.headers["preference-applied"] == "wait=10"  # READ_YOUR_WRITE_MAX_WAIT_SECONDS in .env
         first = httpx.get(f"{fetch}/buy_orders", params={"page_size": 1}).json()
         after = script("get_buy_orders_pass_last_ref.sh", first["last_reference"], "5", env=env)
         assert after.returncode == 0, after.stdout + after.stderr
         assert key not in after.stdout  # the only order was on the first page
+        filtered = script("get_buy_order.sh", "-i", "5", "currency=EUR", env=env)
+        assert filtered.returncode == 0 and key in filtered.stdout
+        assert "x-request-id:" in filtered.stdout.lower()
     finally:
         os.killpg(run.pid, signal.SIGTERM)
         status = run.wait(30)

@@ -97,7 +97,8 @@ def test_an_unmigrated_database_is_refused_with_one_line(tmp_path: Path) -> None
     assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [
         "refusing to start: the read_model database schema is not up to date "
-        "(missing migrations: 0001.create-read-model, 0002.stored-documents); run the migration process first"
+        "(missing migrations: 0001.create-read-model, 0002.stored-documents, 0003.filters-and-notifications); "
+        "run the migration process first"
     ]
 
 

@@ -127,9 +127,15 @@ def test_migration_0002_backfills_every_existing_row_byte_for_byte(at_0001: Data
 
 
 def old_page(rows: list[Any], page_size: int) -> bytes:
-    """`GET /buy_orders` as it was encoded before: `web.json_response` of the page's resources."""
+    """`GET /buy_orders` as it was encoded before: `web.json_response` of the page's resources (the body
+    gained `first_reference` with paging both ways, SPEC 3.2)."""
     page = [served(row) for row in rows[:page_size]]
-    body = {"buy_orders": page, "last_reference": page[-1]["id"] if page else None, "has_more": len(rows) > page_size}
+    body = {
+        "buy_orders": page,
+        "first_reference": page[0]["id"] if page else None,
+        "last_reference": page[-1]["id"] if page else None,
+        "has_more": len(rows) > page_size,
+    }
     return orjson.dumps(body)
 
 
@@ -162,13 +168,19 @@ def test_pages_and_orders_are_the_bytes_served_before_whether_projected_or_inser
             break
         reference = uuid.UUID(page["last_reference"])
     oldest = uuid.UUID(str(rows[-1].id))
-    assert model.page_body(page_size, oldest) == b'{"buy_orders":[],"last_reference":null,"has_more":false}'
+    assert (
+        model.page_body(page_size, oldest)
+        == b'{"buy_orders":[],"first_reference":null,"last_reference":null,"has_more":false}'
+    )
     for row in rows:
         assert model.one_body(row.id) == orjson.dumps(served(row))
 
 
 def test_an_empty_read_model_serves_an_empty_page(read_engine: Engine) -> None:
-    assert ReadModel(read_engine).page_body(10, None) == b'{"buy_orders":[],"last_reference":null,"has_more":false}'
+    assert (
+        ReadModel(read_engine).page_body(10, None)
+        == b'{"buy_orders":[],"first_reference":null,"last_reference":null,"has_more":false}'
+    )
 
 
 def test_reconcile_finds_a_stale_document_and_repair_rewrites_it(write_engine: Engine, read_engine: Engine) -> None:

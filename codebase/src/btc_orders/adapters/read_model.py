@@ -2,14 +2,39 @@
 
 Shaped for its query (CQRS): every row carries the JSON document the API serves for that
 order, rendered once when the event is projected. A page is one statement whose result is the
-response body already assembled by Postgres (the documents joined in page order, the last id,
-`has_more`), so serving it costs no per-row work in Python: no row objects, no JSON encoding.
+response body already assembled by Postgres (the documents joined in page order, the first and
+last ids, `has_more`), so serving it costs no per-row work in Python: no row objects, no JSON
+encoding.
+
+Every page, filtered or not, in either direction, is a keyset range scan that reads at most
+`page_size + 1` matching rows, plus the rows the scan skips. What it skips is bounded whatever
+the page's depth and however many orders lie outside the filter:
+
+- no filter: the primary key (`sequence`) scanned from the reference: nothing skipped;
+- `currency`: one scan of the `(currency, sequence)` index per currency asked for (at most
+  three), merged: only rows of those currencies are read;
+- `created_gte` / `created_lt`: the time range becomes a range of sequences. `created_at` is
+  not monotonic in `sequence` (a timestamp is taken when the order's transaction starts, its
+  sequence a little later), so the read model keeps `disorder` (migration 0003): an upper bound
+  of `created_at(a) - created_at(b)` over all rows `a` before `b` in sequence order, kept up to
+  date by a trigger on every statement that writes rows. Then, for any row `x`:
+  `created_at(x) >= created_lt + disorder` implies that every row after `x` has
+  `created_at >= created_lt`, so every order of the range comes before `x`; and
+  `created_at(x) < created_gte - disorder` implies that every order of the range comes after
+  `x`. One row from the `created_at` index on each side (the nearest such `x`) bounds the scan;
+  the filter itself is then applied to each row's own `created_at`: exact, whatever `disorder`
+  is. What the scan reads outside the range lies within `disorder` (plus the gap to the
+  nearest row) of its two ends: a constant for a given history, the same a year back as for
+  today. A history whose timestamps were once far out of order (a large `disorder`) makes
+  time-filtered pages read more, never wrong ones.
 """
 
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from functools import cache
+from typing import Any, Literal
 
 import orjson
 import psycopg2
@@ -19,95 +44,250 @@ from btc_orders.adapters.db import unavailable_on_outage
 from btc_orders.domain.errors import OrderNotFound, UnknownReference
 from btc_orders.domain.orders import format_timestamp
 
-# Orders are immutable, so applying an event twice must change nothing: the
-# first insert wins and a replay is skipped by the primary key.
-_UPSERT = text(
-    """
-    INSERT INTO buy_order_view
-        (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, event_id,
-         document)
-    VALUES
-        (:sequence, :id, :created_at, :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :event_id,
-         :document)
-    ON CONFLICT (sequence) DO NOTHING
-    """
+_COLUMNS = (
+    "sequence",
+    "id",
+    "created_at",
+    "currency",
+    "amount",
+    "exchange_rate",
+    "bitcoin_amount",
+    "idempotence_key",
+    "event_id",
+    "document",
 )
-
-# The page's rows: a backward scan of the primary key reading `:limit` = `page_size + 1` rows
-# whatever the depth (keyset paging); the extra row only tells `has_more`. `n` numbers them
-# newest first.
-_ROWS = """
-    SELECT sequence, id, document, row_number() OVER (ORDER BY sequence DESC) AS n
-    FROM (
-        SELECT o.sequence, o.id, o.document
-        FROM buy_order_view AS o {where}
-        ORDER BY o.sequence DESC
-        LIMIT :limit
-    ) AS newest
-"""
-# One result row: the page's documents joined by commas in page order (NULL for an empty
-# page), the id of its last order, and `has_more`.
-_AGGREGATES = """
-    SELECT string_agg(page.document, ',' ORDER BY page.sequence DESC) FILTER (WHERE page.n < :limit) AS documents,
-           (array_agg(page.id ORDER BY page.sequence) FILTER (WHERE page.n < :limit))[1]::text AS last_reference,
-           count(page.sequence) >= :limit AS has_more
-"""
-_FIRST_PAGE = text(f"{_AGGREGATES} FROM ({_ROWS.format(where='')}) AS page")
-# A later page: the reference is found by the unique index on `id` and the page read after it,
-# in the same statement. Unknown reference: no group, so no result row at all; a reference
-# with nothing after it (the oldest order): one group of NULLs, an empty page.
-_PAGE_AFTER = text(
-    f"""{_AGGREGATES}
-    FROM buy_order_view AS reference
-    LEFT JOIN LATERAL ({_ROWS.format(where="WHERE o.sequence < reference.sequence")}) AS page ON true
-    WHERE reference.id = :reference
-    GROUP BY reference.id
-    """
+_TYPES = ("bigint", "uuid", "timestamptz", "text", "text", "text", "text", "uuid", "uuid", "text")
+# Orders are immutable, so applying an event twice must change nothing: the first insert wins and
+# a replay is skipped by the primary key. The whole batch is one statement (arrays unnested), so
+# the statement-level triggers of migration 0003 (the disorder bound, the notification of the new
+# ids) run once per batch.
+_UPSERT = text(
+    f"""
+    INSERT INTO buy_order_view ({", ".join(_COLUMNS)})
+    SELECT * FROM unnest({", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_COLUMNS, _TYPES, strict=True))})
+    ON CONFLICT (sequence) DO NOTHING
+    """  # noqa: S608  (fixed fragments; values are parameters)
 )
 _ONE = text("SELECT document FROM buy_order_view WHERE id = :id")
+_PRESENT = text("SELECT id FROM buy_order_view WHERE id = ANY(CAST(:ids AS uuid[]))")
+
+Direction = Literal["older", "newer"]
+_LOWEST, _HIGHEST = "-9223372036854775808", "9223372036854775807"
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """What `GET /buy_orders` asks for. At most one reference; `currencies` empty: all."""
+
+    page_size: int = 10
+    last_reference: uuid.UUID | None = None
+    first_reference: uuid.UUID | None = None
+    currencies: tuple[str, ...] = ()
+    created_gte: datetime | None = None
+    created_lt: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.last_reference is not None and self.first_reference is not None:
+            raise ValueError("give last_reference or first_reference, not both")
+
+
+@dataclass(frozen=True, slots=True)
+class PageBody:
+    """A served page: its body, and what the `Link` header needs."""
+
+    body: bytes
+    first_reference: str | None
+    last_reference: str | None
+    has_more: bool  # more orders in the direction asked for
+    has_other_side: bool  # orders on the other side of the page (newer when paging older, and back)
+    direction: Direction = "older"
+
+    @property
+    def has_older(self) -> bool:
+        return self.has_more if self.direction == "older" else self.has_other_side
+
+    @property
+    def has_newer(self) -> bool:
+        return self.has_other_side if self.direction == "older" else self.has_more
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
     buy_orders: list[dict[str, Any]]
+    first_reference: str | None
     last_reference: str | None
     has_more: bool
 
     def body(self) -> dict[str, Any]:
-        return {"buy_orders": self.buy_orders, "last_reference": self.last_reference, "has_more": self.has_more}
+        return {
+            "buy_orders": self.buy_orders,
+            "first_reference": self.first_reference,
+            "last_reference": self.last_reference,
+            "has_more": self.has_more,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the statement of a page depends on (the values travel as parameters)."""
+
+    direction: Direction
+    reference: bool
+    currencies: int  # how many `currency_<i>` parameters; 0: no currency filter
+    gte: bool
+    lt: bool
+
+
+@cache
+def _page_statement(shape: _Shape) -> str:
+    """The one statement of a page of this shape, with `%(name)s` placeholders.
+
+    Result: no row for an unknown reference; else one row of the page's documents joined by commas
+    in page order (NULL when empty), its first and last ids, `has_more`, and whether filtered rows
+    exist on the other side of the page (for the `Link` header). `limit` = `page_size + 1`: the
+    extra row only tells `has_more`; `n` numbers the rows in scan order.
+
+    Only fixed fragments are put together here; every value is a bound parameter.
+    """
+    older = shape.direction == "older"
+    ahead, behind, order, reverse = ("<", ">", "DESC", "ASC") if older else (">", "<", "ASC", "DESC")
+    ctes = []
+    if shape.reference:
+        ctes.append("reference AS (SELECT sequence FROM buy_order_view WHERE id = %(reference)s)")
+    if shape.gte or shape.lt:
+        # the nearest row at or past `created_lt + disorder`, and before `created_gte - disorder`
+        upper, lower = "NULL::bigint", "NULL::bigint"
+        if shape.lt:
+            upper = (
+                "(SELECT o.sequence FROM buy_order_view AS o"
+                " WHERE o.created_at >= CAST(%(created_lt)s AS timestamptz) + d.disorder"
+                " ORDER BY o.created_at LIMIT 1)"
+            )
+        if shape.gte:
+            lower = (
+                "(SELECT o.sequence FROM buy_order_view AS o"
+                " WHERE o.created_at < CAST(%(created_gte)s AS timestamptz) - d.disorder"
+                " ORDER BY o.created_at DESC LIMIT 1)"
+            )
+        ctes.append(
+            " ".join(["bounds AS (SELECT", upper, "AS upper,", lower, "AS lower FROM buy_order_view_disorder AS d)"])
+        )
+
+    def conditions(currency: int | None, side: tuple[str, str] | None) -> str:
+        """The filter of one scan: a range of sequences, then each row's own currency and time.
+
+        The time test is written `(...) IS TRUE` so that no index serves it: the scan must follow
+        `sequence` (never the `created_at` index and a sort of the whole time range), bounded by
+        the range of sequences that `bounds` found.
+        """
+        found = [] if currency is None else [f"o.currency = %(currency_{currency})s"]
+        if side is not None:
+            found.append(f"o.sequence {side[0]} {side[1]}")
+        if shape.gte:
+            found.append("(o.created_at >= CAST(%(created_gte)s AS timestamptz)) IS TRUE")
+            found.append(" ".join(["o.sequence >= coalesce((SELECT lower FROM bounds) + 1,", _LOWEST, ")"]))
+        if shape.lt:
+            found.append("(o.created_at < CAST(%(created_lt)s AS timestamptz)) IS TRUE")
+            found.append(" ".join(["o.sequence <= coalesce((SELECT upper FROM bounds) - 1,", _HIGHEST, ")"]))
+        return " ".join(["WHERE", " AND ".join(found)]) if found else ""
+
+    def scan(currency: int | None, side: tuple[str, str] | None, columns: str, direction: str, limit: str) -> str:
+        return " ".join(
+            ["SELECT", columns, "FROM buy_order_view AS o", conditions(currency, side), "ORDER BY o.sequence",
+             direction, "LIMIT", limit]
+        )  # fmt: skip
+
+    currencies = [None] if shape.currencies == 0 else list(range(shape.currencies))
+    start = (ahead, "(SELECT sequence FROM reference)") if shape.reference else None
+    selects = [scan(c, start, "o.sequence, o.id, o.document", order, "%(limit)s") for c in currencies]
+    if len(selects) == 1:
+        rows = selects[0]
+    else:  # a few ordered scans of `page_size + 1` rows each, merged: a sort of at most 3 x that
+        merged = " UNION ALL ".join(f"({select})" for select in selects)
+        rows = " ".join(["SELECT * FROM (", merged, ") AS scans ORDER BY sequence", order, "LIMIT %(limit)s"])
+    ctes.append(
+        " ".join(["page AS (SELECT rows.*, row_number() OVER (ORDER BY rows.sequence", order, ") AS n FROM (", rows,
+                  ") AS rows)"])
+    )  # fmt: skip
+
+    if shape.reference:
+        # the other side of the page: past its edge row, or past the reference when it is empty;
+        # one row of one scan per currency (a scalar subquery keeps its ORDER BY and LIMIT: the index)
+        edge_of = "max" if older else "min"
+        ctes.append(
+            " ".join(["edge AS (SELECT coalesce(", edge_of, "(page.sequence) FILTER (WHERE page.n < %(limit)s),",
+                      "(SELECT sequence FROM reference)) AS sequence FROM page)"])
+        )  # fmt: skip
+        beyond = (behind, "(SELECT sequence FROM edge)")
+        other = " OR ".join(f"({scan(c, beyond, 'o.sequence', reverse, '1')}) IS NOT NULL" for c in currencies)
+        source = "page HAVING EXISTS (SELECT FROM reference)"  # an unknown reference: no result row at all
+    else:  # the newest page: nothing is newer
+        other = "false"
+        source = "page"
+    return " ".join(
+        [
+            "WITH",
+            ", ".join(ctes),
+            "SELECT string_agg(page.document, ',' ORDER BY page.sequence DESC) FILTER (WHERE page.n < %(limit)s),",
+            "(array_agg(page.id ORDER BY page.sequence DESC) FILTER (WHERE page.n < %(limit)s))[1]::text,",
+            "(array_agg(page.id ORDER BY page.sequence) FILTER (WHERE page.n < %(limit)s))[1]::text,",
+            "count(page.sequence) >= %(limit)s,",
+            other,
+            "FROM",
+            source,
+        ]
+    )
+
+
+def _quoted(reference: str | None) -> bytes:
+    return b'"%s"' % reference.encode() if reference else b"null"
 
 
 class ReadModel:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # the statements as psycopg2 takes them (`%(name)s` placeholders)
-        self._first_page, self._page_after, self._one = (
-            str(statement.compile(dialect=engine.dialect)) for statement in (_FIRST_PAGE, _PAGE_AFTER, _ONE)
-        )
+        self._one = str(_ONE.compile(dialect=engine.dialect))  # as psycopg2 takes it
 
-    def page_body(self, page_size: int, last_reference: uuid.UUID | None) -> bytes:
+    def fetch_page(self, query: PageQuery) -> PageBody:
         """The `GET /buy_orders` body, as `web.json_response` would encode the page."""
-        if last_reference is None:
-            row = self._fetch_one(self._first_page, {"limit": page_size + 1})
-        else:
-            row = self._fetch_one(self._page_after, {"reference": last_reference, "limit": page_size + 1})
-        if row is None:  # the first page always has its one row of aggregates
-            raise UnknownReference(f"last_reference {last_reference} is not the id of any order")
-        documents, last, has_more = row
-        return b"".join(
+        reference = query.last_reference or query.first_reference
+        direction: Direction = "newer" if query.first_reference is not None else "older"
+        currencies = tuple(sorted(set(query.currencies)))
+        shape = _Shape(direction, reference is not None, len(currencies), query.created_gte is not None,
+                       query.created_lt is not None)  # fmt: skip
+        parameters: dict[str, Any] = {
+            "limit": query.page_size + 1,
+            "reference": reference,
+            "created_gte": query.created_gte,
+            "created_lt": query.created_lt,
+            **{f"currency_{index}": currency for index, currency in enumerate(currencies)},
+        }
+        row = self._fetch_one(_page_statement(shape), parameters)
+        if row is None:  # the newest page always has its one row of aggregates
+            name = "last_reference" if direction == "older" else "first_reference"
+            raise UnknownReference(f"{name} {reference} is not the id of any order")
+        documents, first, last, has_more, has_other_side = row
+        body = b"".join(
             (
                 b'{"buy_orders":[',
                 documents.encode() if documents else b"",
-                b'],"last_reference":',
-                b'"%s"' % last.encode() if last else b"null",
+                b'],"first_reference":',
+                _quoted(first),
+                b',"last_reference":',
+                _quoted(last),
                 b',"has_more":true}' if has_more else b',"has_more":false}',
             )
         )
+        return PageBody(body, first, last, bool(has_more), bool(has_other_side), direction)
 
-    def page(self, page_size: int, last_reference: uuid.UUID | None) -> Page:
+    def page_body(self, page_size: int, last_reference: uuid.UUID | None) -> bytes:
+        """The body of an unfiltered page older than `last_reference` (the newest page without one)."""
+        return self.fetch_page(PageQuery(page_size, last_reference)).body
+
+    def page(self, page_size: int, last_reference: uuid.UUID | None = None, **filters: Any) -> Page:
         """The page as data (tests, tools): the served body, decoded."""
-        body = orjson.loads(self.page_body(page_size, last_reference))
-        return Page(body["buy_orders"], body["last_reference"], body["has_more"])
+        body = orjson.loads(self.fetch_page(PageQuery(page_size, last_reference, **filters)).body)
+        return Page(body["buy_orders"], body["first_reference"], body["last_reference"], body["has_more"])
 
     def one_body(self, order_id: uuid.UUID) -> bytes:
         """The `GET /buy_orders/{id}` body: the stored document."""
@@ -120,6 +300,11 @@ class ReadModel:
     def one(self, order_id: uuid.UUID) -> dict[str, Any]:
         result: dict[str, Any] = orjson.loads(self.one_body(order_id))
         return result
+
+    def present(self, order_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these orders the read model holds (one statement)."""
+        with unavailable_on_outage("read-model"), self.engine.connect() as connection:
+            return set(connection.execute(_PRESENT, {"ids": list(order_ids)}).scalars())
 
     def _fetch_one(self, statement: str, parameters: dict[str, Any]) -> tuple[Any, ...] | None:
         """One row of one statement on a pooled psycopg2 connection, without SQLAlchemy's
@@ -165,6 +350,7 @@ def document(order: Mapping[str, Any]) -> str:
 
 
 def apply_created_events(connection: Connection, orders: Sequence[dict[str, Any]]) -> None:
-    """Project validated `buy_order.created` events (their `order` plus `event_id`)."""
+    """Project validated `buy_order.created` events (their `order` plus `event_id`), in one statement."""
     if orders:
-        connection.execute(_UPSERT, [{**order, "document": document(order)} for order in orders])
+        rows = [{**order, "document": document(order)} for order in orders]
+        connection.execute(_UPSERT, {column: [row[column] for row in rows] for column in _COLUMNS})

@@ -437,6 +437,22 @@ class WriteModel:
             connection.rollback()
         raise BtcCapExceeded(requested=money.satoshis_to_btc(satoshis), available=money.satoshis_to_btc(int(left)))
 
+    def capacity(self) -> tuple[int, int] | None:
+        """(cap, still available) in satoshis, in one statement: the ledger row and the sum of the slots.
+
+        One statement reads one snapshot, and every order takes its BTC from the slots in the same
+        atomic write that stores it: the sum is never above the cap, and at rest equals the cap
+        minus the sum of all orders. None before `ensure_cap` ever ran.
+        """
+        with unavailable_on_outage("write-model"), self._statements.connect() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT l.cap_satoshis, (SELECT coalesce(sum(s.remaining_satoshis), 0) FROM cap_slot AS s)"
+                    " AS available_satoshis FROM cap_ledger AS l"
+                )
+            ).one_or_none()
+        return None if row is None else (int(row.cap_satoshis), int(row.available_satoshis))
+
     def cap_status(self) -> tuple[Decimal, Decimal] | None:
         """(cap, still available) in BTC as the ledger holds them now; None before `ensure_cap` ever ran."""
         with unavailable_on_outage("write-model"), self._statements.connect() as connection:

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from btc_orders import web
+from btc_orders import openapi, web
 from btc_orders.adapters.coinbase import CoinbaseClient
 from btc_orders.domain import money
 from btc_orders.domain.errors import RateUnavailable
@@ -44,14 +44,16 @@ def create_app(settings: BtcPriceSettings) -> FastAPI:
         readiness,
         lifespan,
     )
+    openapi.install(app)
     app.state.rates = rates
 
     @app.get(
         "/btc_price/{currency}",
+        operation_id="getBtcPrice",
         response_model=BtcPrice,
         tags=["rates"],
         summary="BTC's current rate in a fiat currency",
-        responses=web.ERROR_RESPONSES,
+        responses={503: openapi.error("no fresh-enough rate can be had", "rate_unavailable")},
     )
     async def btc_price(currency: Currency) -> BtcPrice:
         quote = await rates.quote(currency)

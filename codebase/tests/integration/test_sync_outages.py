@@ -59,7 +59,9 @@ def fault(request: pytest.FixtureRequest, databases: Databases) -> Iterator[Faul
     elif request.param == "privilege revoked":  # SQLSTATE 42501, the worker connecting as its own role
         role = f"sync_{uuid.uuid4().hex[:8]}"
         sql("postgres", f"CREATE ROLE {role} LOGIN")
+        # What the worker's role needs: the view's rows, and the disorder bound its trigger keeps.
         sql(name, f"GRANT SELECT, INSERT ON buy_order_view TO {role}")
+        sql(name, f"GRANT SELECT, UPDATE ON buy_order_view_disorder TO {role}")
         engine = db.create_engine(databases.read_url.replace("postgres@", f"{role}@", 1), 2, "read_model_sync")
         yield Fault(
             engine,

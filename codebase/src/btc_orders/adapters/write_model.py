@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, Row, text
+from sqlalchemy import Connection, Engine, Row, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from btc_orders import logs
@@ -100,6 +100,23 @@ _LOCK_ALL_SLOTS = text(
     """
 )
 _SET_SLOT = text("UPDATE cap_slot SET remaining_satoshis = :remaining WHERE slot = :slot")
+_COUNT_SLOTS = text("SELECT count(*) FROM cap_slot")
+
+
+def _lock_every_slot(connection: Connection) -> list[Row[Any]]:
+    """Lock every slot, including any that a replica starting meanwhile added.
+
+    `SELECT ... FOR UPDATE` locks the rows of the snapshot its statement began with: while it
+    waited on a slot, `ensure_cap` may have added slots and another slow path may have spread
+    capacity into them, capacity this transaction would not count (and so refuse an order that
+    fits). Slots are only ever added, with higher numbers, so counting them again in a new
+    snapshot and locking again until the count holds takes every one, still in slot order.
+    """
+    slots = list(connection.execute(_LOCK_ALL_SLOTS).all())
+    while connection.execute(_COUNT_SLOTS).scalar_one() != len(slots):
+        slots = list(connection.execute(_LOCK_ALL_SLOTS).all())
+    return slots
+
 
 # How long an order refused for the cap waits for another attempt with its key to finish
 # before it answers `order_in_flight` instead (see `_refuse_unless_key_taken`).
@@ -246,7 +263,7 @@ class WriteModel:
         order_id = uuid.uuid4()
         bitcoin_amount = money.satoshis_to_btc(satoshis)
         with self._transactions.begin() as connection:
-            slots = connection.execute(_LOCK_ALL_SLOTS).all()
+            slots = _lock_every_slot(connection)
             self._learn_ledger(slots)
             # The key is inserted after the slots are locked: an attempt in flight with this key holds
             # a slot until it ends (or is a claim of `_refuse_above_whole_cap`, which lasts at most

@@ -4,7 +4,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,7 +113,7 @@ def test_the_migration_process_migrates_both_databases_and_is_idempotent(tmp_pat
 
 
 def test_a_database_still_starting_is_waited_for(tmp_path: Path) -> None:
-    from tests.support.services import ServiceProcess, admin_connection, free_port
+    from tests.support.services import ServiceProcess, admin_connection, free_port, wait_until
 
     with throwaway_databases() as databases:
         admin = admin_connection()
@@ -124,9 +123,9 @@ def test_a_database_still_starting_is_waited_for(tmp_path: Path) -> None:
         env = base_env(READ_MODEL_DB_URL=databases.read_url, FETCH_BUY_ORDERS_PORT=str(port))
         service = ServiceProcess("fetch_buy_orders", env, tmp_path / "fetch.log", port).start(wait=False)
         try:
-            time.sleep(2)
+            # It says it waits (however long its start takes on a busy machine), and still runs.
+            wait_until(lambda: "database_not_ready" in service.logs(), 30, 0.2, "database_not_ready in its log")
             assert service.process is not None and service.process.poll() is None, service.logs()
-            assert "database_not_ready" in service.logs()
             with admin.cursor() as cursor:
                 cursor.execute(f"ALTER DATABASE {databases.read_name} ALLOW_CONNECTIONS true")
             service.wait_healthy(20)

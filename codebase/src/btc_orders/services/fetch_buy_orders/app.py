@@ -50,17 +50,9 @@ def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
     connect_args, connect_params = engine.dialect.create_connect_args(engine.url)
 
     def listen_connection() -> psycopg2.extensions.connection:
-        # keepalives: a silently dead network is noticed in seconds, and the listener reopened
-        return psycopg2.connect(
-            *connect_args,
-            **connect_params,
-            application_name="fetch_buy_orders_listen",
-            connect_timeout=db.CONNECT_TIMEOUT_SECONDS,
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-        )
+        # The suite's connection parameters (keepalives: a silently dead network is noticed in
+        # seconds, and the listener reopened); it runs in autocommit, so never idle in a transaction.
+        return psycopg2.connect(*connect_args, **{**connect_params, **db.connect_args("fetch_buy_orders_listen")})
 
     arrivals = Arrivals(listen_connection, settings.read_your_write_max_waiters)
     max_wait = settings.read_your_write_max_wait_seconds

@@ -20,6 +20,13 @@
 : "${CLUSTER_PROJECT:=btc-orders-test}"
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/btc-orders-dockerd.log}
 
+# Install one Debian package (as root, with apt-get); a failure ends the run with one line.
+_stage_apt_install() {
+    local log="/tmp/btc-orders-apt-$1.log"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1"; } >"$log" 2>&1 ||
+        die "apt-get could not install $1 (see $log)"
+}
+
 # 0 when an engine answers (started if need be); 1 with REASON set when none can be had.
 _stage_engine() {
     REASON=""
@@ -36,9 +43,7 @@ _stage_engine() {
             return 1
         fi
         say "installing Docker (Debian's docker.io) with apt-get"
-        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io; } \
-            >/tmp/btc-orders-apt-docker.log 2>&1 ||
-            die "apt-get could not install docker.io (see /tmp/btc-orders-apt-docker.log)"
+        _stage_apt_install docker.io
     fi
     if ! timeout 20 docker info >/dev/null 2>&1; then
         say "starting dockerd in the background (log: $DOCKERD_LOG; it stays running for later runs)"
@@ -73,6 +78,11 @@ _stage_images() {
     local)
         say "cluster images: local equivalents of the official ones (docker/local-images/build.sh)"
         local settings
+        # The rootfs they start from is debootstrapped (once: build.sh caches it in the engine).
+        if ! command -v debootstrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            say "installing debootstrap (Debian's package) with apt-get"
+            _stage_apt_install debootstrap
+        fi
         settings=$(docker/local-images/build.sh) || die "building the local images failed (see above)"
         set -a
         eval "$settings"

@@ -147,9 +147,9 @@ def five_statements_paragraph(r: dict[str, Any]) -> str:
     one = (before + after) / 2
     ratio = one / r["pgbench_mean"]["a"][32]
     return (
-        "\nFor the record: the write as it was before the one-statement tuning (`bench/pgbench/five_statements.sql`, "
+        "For the record: the write as it was before the one-statement tuning (`bench/pgbench/five_statements.sql`, "
         f"BEGIN, three statements, COMMIT: five round trips) runs at {one:,.0f} tx/s at 32 clients (before / after: "
-        f"{before:,.0f} / {after:,.0f}), {ratio:.2f}× the one statement of ceiling (a).\n"
+        f"{before:,.0f} / {after:,.0f}), {ratio:.2f}× the one statement of ceiling (a).\n\n"
     )
 
 

@@ -57,6 +57,7 @@ say "ruff"
 say "mypy"
 (cd codebase && mypy)
 (cd bench && mypy)  # the scripts, benchkit, and the tests.support modules they import
+(cd bench && python -m benchkit.selfcheck)  # the report templates render from the figures fed to them
 
 # --- The suite ----------------------------------------------------------------------------
 # shellcheck source=scripts/container_stage.sh

@@ -53,8 +53,11 @@ ensure_rabbitmq
 # --- Lint and types ---------------------------------------------------------------------------
 say "ruff"
 (cd codebase && ruff check src tests && ruff format --check src tests)
+(cd bench && ruff check . && ruff format --check .)  # bench/pyproject.toml extends the codebase's rules
 say "mypy"
 (cd codebase && mypy)
+(cd bench && mypy)  # the scripts, benchkit, and the tests.support modules they import
+(cd bench && python -m benchkit.selfcheck)  # the report templates render from the figures fed to them
 
 # --- The suite ----------------------------------------------------------------------------
 # shellcheck source=scripts/container_stage.sh

@@ -18,21 +18,13 @@ import os
 import random
 import secrets
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of these processes (all their threads), in seconds."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+from benchkit import log, pg
+from benchkit.cpu import cpu_seconds
+from benchkit.load import WrkResult, wrk
+from benchkit.services import Processes
+from benchkit.suite_run import RATE_TTL_SECONDS
+from tests.support.fake_coinbase import FakeCoinbase
 
 
 def main() -> int:
@@ -50,22 +42,22 @@ def main() -> int:
 
     tag = f"{os.getpid()}_{secrets.token_hex(3)}"
     write_db = f"bench_ab_w_{tag}"
-    procs = suite.Processes()
-    coinbase = suite.FakeCoinbase().start()
-    conn = suite.admin()
+    procs = Processes()
+    coinbase = FakeCoinbase().start()
+    conn = pg.admin()
     with conn.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{write_db}"')
-    results: dict[tuple[str, int], list[suite.WrkResult]] = {}
+    results: dict[tuple[str, int], list[WrkResult]] = {}
     cpu_ms: dict[tuple[str, int], list[float]] = {}
     try:
         from btc_orders.services.migration.__main__ import migrate
 
-        migrate("write_model", suite.db_url(write_db, True))
-        common = {"RATE_TTL_SECONDS": str(suite.RATE_TTL_SECONDS)}
+        migrate("write_model", pg.db_url(write_db, True))
+        common = {"RATE_TTL_SECONDS": str(RATE_TTL_SECONDS)}
         btc_price = procs.gunicorn("btc_price", 1, {**common, "COINBASE_API_URL": coinbase.url})
         create_env = {
             **common,
-            "WRITE_MODEL_DB_URL": suite.db_url(write_db, True),
+            "WRITE_MODEL_DB_URL": pg.db_url(write_db, True),
             "BTC_PRICE_URL": btc_price.url or "",
             "BTC_CAP": "21000000",
         }
@@ -76,14 +68,14 @@ def main() -> int:
             for name, src in order:
                 env = {**create_env, **({"PYTHONPATH": src} if src else {})}
                 create = procs.gunicorn("create_buy_order", args.workers, env)
-                suite.wrk("warm-up", create.url or "", 8, 2, "put.lua", str(random.getrandbits(30)))
+                wrk("warm-up", create.url or "", 8, 2, "put.lua", str(random.getrandbits(30)))
                 workers = create.worker_pids()
                 for clients in args.clients:
                     nonce = str(random.getrandbits(30))
                     before = cpu_seconds(workers)
-                    run = suite.wrk(f"{name} r{round_}", create.url or "", clients, args.seconds, "put.lua", nonce)
+                    run = wrk(f"{name} r{round_}", create.url or "", clients, args.seconds, "put.lua", nonce)
                     used = (cpu_seconds(workers) - before) * 1000 / max(1, run.requests)
-                    suite.log(f"  {name} c={clients}: workers' CPU {used:.2f} ms per request")
+                    log(f"  {name} c={clients}: workers' CPU {used:.2f} ms per request")
                     results.setdefault((name, clients), []).append(run)
                     cpu_ms.setdefault((name, clients), []).append(used)
                 procs.stop(create)

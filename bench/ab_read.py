@@ -20,7 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from suite import REPO, Processes, admin, db_url, execute, log, wrk
+from benchkit import REPO, log
+from benchkit.load import wrk
+from benchkit.pg import admin, db_url, execute
+from benchkit.services import Processes
 
 LOAD = """
 INSERT INTO buy_order_view

@@ -20,19 +20,13 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import psycopg2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paging import DEFAULT_PG_URL, create_database, drop_database, require_loopback, sqlalchemy_url, start_service, with_database  # noqa: E402,I001
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchkit import pg
+from benchkit.cpu import group_cpu_seconds
+from benchkit.services import Processes, free_port
 
 
 def connections(pg_url: str, dbname: str) -> dict[str, int]:
@@ -69,35 +63,35 @@ async def main() -> int:
     parser.add_argument("--waiters", type=int, default=200)
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="how long the waiters wait before the batch")
     parser.add_argument("--settle-seconds", type=float, default=3.0, help="time to send and register them all")
-    parser.add_argument("--pg-url", default=os.environ.get("TEST_PG_URL", DEFAULT_PG_URL))
+    parser.add_argument("--pg-url", default=pg.PG_ADMIN)
     args = parser.parse_args()
-    require_loopback(args.pg_url)
+    pg.require_loopback(args.pg_url)
     from btc_orders.adapters import db
     from btc_orders.adapters.read_model import apply_created_events
     from btc_orders.services.migration.__main__ import migrate
 
     dbname = f"bench_waiters_{os.getpid()}"
-    db_url = with_database(args.pg_url, dbname)
-    create_database(args.pg_url, dbname)
-    service = None
+    db_url = pg.with_database(args.pg_url, dbname)
+    pg.create_database(dbname, args.pg_url)
+    procs = Processes()
     try:
-        migrate("read_model", sqlalchemy_url(db_url))
-        service = start_service(sqlalchemy_url(db_url), "uvicorn", 1)
-        pid = service.process.pid
+        migrate("read_model", pg.sqlalchemy_url(db_url))
+        service = procs.module("fetch_buy_orders", {"READ_MODEL_DB_URL": pg.sqlalchemy_url(db_url)}, port=free_port())
+        pid = service.pid  # one process, leading its own group: its CPU is the group's
         ids = [uuid.uuid4() for _ in range(args.waiters)]
-        engine = db.create_engine(sqlalchemy_url(db_url), 1)
+        engine = db.create_engine(pg.sqlalchemy_url(db_url), 1)
         limits = httpx.Limits(max_connections=args.waiters + 10, max_keepalive_connections=args.waiters + 10)
-        async with httpx.AsyncClient(base_url=service.base_url, limits=limits, timeout=60, trust_env=False) as client:
+        async with httpx.AsyncClient(base_url=service.url or "", limits=limits, timeout=60, trust_env=False) as client:
             await client.get("/healthz")
-            started_cpu = cpu_seconds(pid)
+            started_cpu = group_cpu_seconds(pid)
             waiting = [
                 asyncio.ensure_future(client.get(f"/buy_orders/{order_id}", headers={"Prefer": "wait=30"}))
                 for order_id in ids
             ]
             await asyncio.sleep(args.settle_seconds)  # all sent, looked up once and registered
-            sent_cpu = cpu_seconds(pid)
+            sent_cpu = group_cpu_seconds(pid)
             await asyncio.sleep(args.idle_seconds)
-            idle_cpu = cpu_seconds(pid)
+            idle_cpu = group_cpu_seconds(pid)
             during = connections(args.pg_url, dbname)
             committed = time.perf_counter()
             with engine.begin() as connection:
@@ -107,12 +101,12 @@ async def main() -> int:
                 future.add_done_callback(lambda _f: finished.append(time.perf_counter() - committed))
             answers = await asyncio.gather(*waiting)
             answered = time.perf_counter() - committed
-            answered_cpu = cpu_seconds(pid)
+            answered_cpu = group_cpu_seconds(pid)
             assert all(answer.status_code == 200 for answer in answers), {a.status_code for a in answers}
             # the same reads once the orders are there, for comparison
-            before_plain, plain_started = cpu_seconds(pid), time.perf_counter()
+            before_plain, plain_started = group_cpu_seconds(pid), time.perf_counter()
             plain = await asyncio.gather(*(client.get(f"/buy_orders/{order_id}") for order_id in ids))
-            plain_s, plain_cpu = time.perf_counter() - plain_started, cpu_seconds(pid) - before_plain
+            plain_s, plain_cpu = time.perf_counter() - plain_started, group_cpu_seconds(pid) - before_plain
             assert all(answer.status_code == 200 for answer in plain)
             healthz_started = time.perf_counter()
             probes = await asyncio.gather(*(client.get("/healthz") for _ in ids))
@@ -134,9 +128,8 @@ async def main() -> int:
         )
         return 0
     finally:
-        if service is not None:
-            service.stop()
-        drop_database(args.pg_url, dbname)
+        procs.stop_all()
+        pg.drop_database(dbname, args.pg_url)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ class FakeCoinbase:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> "FakeCoinbase":
         self._thread.start()

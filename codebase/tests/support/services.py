@@ -2,7 +2,6 @@
 
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -13,11 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psycopg2
 from sqlalchemy.engine import make_url
 
 from btc_orders.services.migration.__main__ import migrate
+from tests.support.processes import Launched, LaunchError, inherited_env, launch
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -102,7 +101,8 @@ def free_port() -> int:
 
 @dataclass
 class ServiceProcess:
-    """One process of the suite, started as `python -m btc_orders.services.<name>`."""
+    """One process of the suite, started as `python -m btc_orders.services.<name>` by the shared
+    launcher (tests/support/processes.py); it can be stopped and started again."""
 
     name: str
     env: dict[str, str]
@@ -114,55 +114,39 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def _launched(self) -> Launched | None:
+        return Launched(self.name, self.process, self.log_path) if self.process else None
+
     def start(self, wait: bool = True) -> "ServiceProcess":
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", f"btc_orders.services.{self.name}"],
-            env=self.env,
-            cwd=self.log_path.parent,  # no .env there: tests set every variable themselves
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # cwd: the log's folder, no .env there: tests set every variable themselves
+        command = [sys.executable, "-m", f"btc_orders.services.{self.name}"]
+        self.process = launch(self.name, command, self.env, self.log_path).process
         if wait and self.port is not None:
             self.wait_healthy()
         return self
 
     def wait_healthy(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.logs()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not become healthy:\n{self.logs()[-3000:]}")
+        launched = self._launched()
+        assert launched is not None
+        try:
+            launched.wait_http(f"{self.url}/healthz", timeout)
+        except LaunchError as error:
+            raise RuntimeError(str(error)) from None
 
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        if launched := self._launched():
+            launched.kill()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if launched := self._launched():
+            launched.stop()
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key in {"PATH", "HOME", "LANG", "LC_ALL", "TZ"}}
-    env.update({"LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
-    env.update(overrides)
-    return env
+    return inherited_env(LOG_LEVEL="INFO", PYTHONUNBUFFERED="1", **overrides)
 
 
 def wait_until(predicate, timeout: float = 20, interval: float = 0.05, message: str = "condition"):  # type: ignore[no-untyped-def]

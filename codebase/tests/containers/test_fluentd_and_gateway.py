@@ -195,6 +195,10 @@ def test_the_gateway_holds_a_prefer_wait_for_the_longest_wait_fetch_buy_orders_a
     servers = [block for block in template.split("\nserver {")[1:] if "listen ${" in block.split("\n", 2)[1]]
     assert len(servers) == 2, "expected the two public servers"
     for server in servers:
+        # a prefix location ending in `/` makes nginx redirect the path without it (301): the list
+        # of orders needs its own exact location next to it
+        exact = re.search(r"location = /buy_orders \{(?P<body>[^}]*)\}", server)
+        assert exact and "proxy_pass http://$fetch_buy_orders;" in exact["body"], server.split(";")[0].strip()
         location = re.search(r"location /buy_orders/ \{(?P<body>[^}]*)\}", server)
         assert location, f"no `location /buy_orders/` in the server of {server.split(';')[0].strip()}"
         assert "proxy_pass http://$fetch_buy_orders;" in location["body"]

@@ -53,7 +53,7 @@ def walk(api: Api, url: str, params: dict[str, Any], rel: str, kept: list[tuple[
     references), and `has_more` is true exactly when the link of the walk's direction is there.
     """
     pages: list[Page] = []
-    response = api.request("GET", url, params=params)
+    response = api.request("GET", url, params=params or None)  # httpx: `{}` would empty the URL's query
     while True:
         assert response.status_code == 200, f"GET {response.url}: {response.status_code} {response.text}"
         page: dict[str, Any] = response.json()

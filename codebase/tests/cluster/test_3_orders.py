@@ -85,8 +85,6 @@ def test_paging_with_last_reference_lists_every_order_once_newest_first(api: Api
     assert positions == sorted(positions, reverse=True), "my orders are not newest first"
 
 
-# LEAD: needs the gateway to route /buy_orders* on the create port to fetch_buy_orders
-# (SPEC 3.1: Location leads to the order wherever the client reached the create API).
 def test_the_location_of_a_201_leads_to_the_order_on_the_same_origin(api: Api) -> None:
     created = api.put_order("USD", "77.70")
     assert created.status_code == 201, created.text

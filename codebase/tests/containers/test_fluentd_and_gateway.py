@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from btc_orders.settings import FetchBuyOrdersSettings
 from tests.containers.conftest import REPO, dotenv
 
 FLUENT_CONF = REPO / "docker" / "fluentd" / "fluent.conf"
@@ -179,3 +180,27 @@ def test_the_gateway_listens_on_the_public_ports_and_proxies_to_the_services(com
     volumes = {(volume["type"], volume["target"]) for volume in gateway["volumes"]}
     assert ("bind", "/etc/nginx/templates") in volumes
     assert Path(next(volume["source"] for volume in gateway["volumes"])) == GATEWAY_TEMPLATE.parent
+
+
+def test_the_gateway_holds_a_prefer_wait_for_the_longest_wait_fetch_buy_orders_accepts() -> None:
+    """GET /buy_orders/{id} with `Prefer: wait=N` sends nothing for up to N seconds: on both public
+    ports, its location must wait for upstream longer than the most READ_YOUR_WRITE_MAX_WAIT_SECONDS
+    may be set to (else the gateway would cut a configured wait short with a 504)."""
+    longest = next(
+        rule.le
+        for rule in FetchBuyOrdersSettings.model_fields["read_your_write_max_wait_seconds"].metadata
+        if getattr(rule, "le", None) is not None
+    )
+    template = GATEWAY_TEMPLATE.read_text()
+    servers = [block for block in template.split("\nserver {")[1:] if "listen ${" in block.split("\n", 2)[1]]
+    assert len(servers) == 2, "expected the two public servers"
+    for server in servers:
+        # a prefix location ending in `/` makes nginx redirect the path without it (301): the list
+        # of orders needs its own exact location next to it
+        exact = re.search(r"location = /buy_orders \{(?P<body>[^}]*)\}", server)
+        assert exact and "proxy_pass http://$fetch_buy_orders;" in exact["body"], server.split(";")[0].strip()
+        location = re.search(r"location /buy_orders/ \{(?P<body>[^}]*)\}", server)
+        assert location, f"no `location /buy_orders/` in the server of {server.split(';')[0].strip()}"
+        assert "proxy_pass http://$fetch_buy_orders;" in location["body"]
+        timeout = re.search(r"proxy_read_timeout (\d+)s;", location["body"])
+        assert timeout and int(timeout[1]) > longest, f"{server.split(';')[0].strip()}: {location['body']}"

@@ -1,10 +1,12 @@
-"""`./run.sh --local` and the curl scripts: an order goes in and comes out."""
+"""`./run.sh --local` and the curl scripts: an order goes in, is read back at once through the
+201's `Location` (`PUBLIC_FETCH_URL`) with `Prefer: wait`, counts in `/capacity`, and comes out."""
 
 import os
 import signal
 import subprocess
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -60,14 +62,25 @@ def test_run_local_serves_the_suite_and_the_curl_scripts_show_an_order_in_and_ou
         url = location.split(":", 1)[1].strip()
         assert url.startswith(f"http://localhost:{ports['FETCH_BUY_ORDERS_PORT']}/buy_orders/"), location
 
+        # followed at once: read your own write, the request waiting for the projection
+        followed = httpx.get(url, headers={"Prefer": "wait=20"}, timeout=30)
+        assert followed.status_code == 200 and followed.json()["idempotence_key"] == key
+        assert followed.headers["preference-applied"] == "wait=10"  # READ_YOUR_WRITE_MAX_WAIT_SECONDS in .env
+        used = Decimal(followed.json()["bitcoin_amount"])
+        capacity = httpx.get(f"{create}/capacity")
+        assert capacity.status_code == 200, capacity.text
+        cap = Decimal(100)  # BTC_CAP in .env
+        assert capacity.json() == {
+            "cap_btc": f"{cap:.8f}",
+            "used_btc": f"{used:.8f}",
+            "available_btc": f"{cap - used:.8f}",
+        }
+
         def listed() -> bool:
             page = script("get_buy_order.sh", "5", env=env)
             return page.returncode == 0 and key in page.stdout
 
         wait_until(listed, 20, 0.2, "the order in the first page")
-        followed = httpx.get(url, headers={"Prefer": "wait=20"}, timeout=30)
-        assert followed.status_code == 200 and followed.json()["idempotence_key"] == key
-        assert followed.headers["preference-applied"] == "wait=10"  # READ_YOUR_WRITE_MAX_WAIT_SECONDS in .env
         first = httpx.get(f"{fetch}/buy_orders", params={"page_size": 1}).json()
         after = script("get_buy_orders_pass_last_ref.sh", first["last_reference"], "5", env=env)
         assert after.returncode == 0, after.stdout + after.stderr

@@ -14,7 +14,9 @@ from typing import Any
 from psycopg2.extras import execute_values
 from sqlalchemy import Engine, text
 
-from btc_orders.adapters.read_model import document
+from btc_orders.adapters.outbox import highest_order_sequence
+from btc_orders.adapters.read_model import document, highest_sequence
+from btc_orders.domain.orders import RESOURCE_FIELDS
 
 _WRITE_CHUNK = text(
     """
@@ -45,10 +47,8 @@ _UPSERT = """
         document = EXCLUDED.document
 """
 _DELETE = text("DELETE FROM buy_order_view WHERE sequence = ANY(:sequences)")
-_MAX_WRITE = text("SELECT coalesce(max(sequence), 0) FROM buy_order")
-_MAX_READ = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
 
-FIELDS = ("id", "created_at", "currency", "amount", "exchange_rate", "bitcoin_amount", "idempotence_key")
+FIELDS = RESOURCE_FIELDS
 
 
 @dataclass
@@ -84,7 +84,7 @@ def reconcile(
     """
     report = Report()
     with write_engine.connect() as write, read_engine.connect() as read:
-        highest = max(write.execute(_MAX_WRITE).scalar_one(), read.execute(_MAX_READ).scalar_one())
+        highest = max(highest_order_sequence(write), highest_sequence(read))
     for after, until in sequence_ranges(highest, chunk):
         bounds = {"after": after, "until": until}
         with write_engine.connect() as write:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, text
 
 from btc_orders.adapters.order_rows import order_from_row, prefixed
 from btc_orders.events import created_event
@@ -136,17 +136,16 @@ def claim(connection: Connection, limit: int) -> list[Claimed]:
     """Lock up to `limit` unsent rows, oldest first, for the caller's transaction (rows another
     transaction holds are skipped), each with its event rendered from its order."""
     return [
-        Claimed(
-            row.outbox_id,
-            row.event_id,
-            row.routing_key,
-            row.payload
-            if row.payload is not None
-            else created_event(order_from_row(row), row.event_id, row.request_id),
-            row.request_id,
-        )
+        Claimed(row.outbox_id, row.event_id, row.routing_key, _payload(row), row.request_id)
         for row in connection.execute(_CLAIM, {"limit": limit})
     ]
+
+
+def _payload(row: Row[Any]) -> str:
+    """The event's text: as stored (a row written before migration 0003), else rendered from the joined order."""
+    if row.payload is not None:
+        return str(row.payload)
+    return created_event(order_from_row(row), row.event_id, row.request_id)
 
 
 def mark_sent(connection: Connection, ids: list[int]) -> None:

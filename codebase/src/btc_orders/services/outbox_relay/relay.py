@@ -1,7 +1,8 @@
 """The relay: outbox rows to RabbitMQ, marked sent only after the broker confirmed them.
 
 Each round locks a batch of unsent rows (`FOR UPDATE SKIP LOCKED`, so several
-relays share the work without sending a row twice at once), publishes them all
+relays share the work without sending a row twice at once), each with its event
+rendered from its order (every statement is in `adapters/outbox.py`), publishes them all
 as persistent messages on a confirming channel, waits once for the broker's
 confirms of the whole batch, then marks the rows sent and commits. A crash, an
 outage, a nack or an unroutable message between publish and commit leaves the

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from btc_orders.adapters import db
+from btc_orders.adapters import db, outbox
 from tests.chaos import access
 from tests.chaos.clients import History, create_orders, page_continuously
 from tests.chaos.faults import BLACKHOLES, NEED_ORDERS_FLOWING, FaultRecord, Faults, run_faults
@@ -191,7 +191,7 @@ def _through(url: str, proxy: BlackholeProxy) -> str:
 
 def _newest_sequence(write: Engine) -> int | None:
     with contextlib.suppress(Exception), write.connect() as connection:
-        return int(connection.execute(text("SELECT coalesce(max(sequence), 0) FROM buy_order")).scalar_one())
+        return outbox.highest_order_sequence(connection)
     return None
 
 
@@ -217,7 +217,7 @@ def _count_unprojected(record: FaultRecord, write: Engine, read: Engine) -> None
 def _heal_mark(record: FaultRecord, write: Engine, pending: list[FaultRecord]) -> None:
     # the write model may itself be what just came back: the monitor tries again if this fails
     with contextlib.suppress(Exception), write.connect() as connection:
-        record.heal_sequence = connection.execute(text("SELECT coalesce(max(sequence), 0) FROM buy_order")).scalar_one()
+        record.heal_sequence = outbox.highest_order_sequence(connection)
     pending.append(record)
 
 
@@ -245,7 +245,7 @@ def _watch_convergence(write: Engine, read: Engine, pending: list[FaultRecord], 
 def _drained(write: Engine, read: Engine) -> bool:
     try:
         with write.connect() as connection:
-            unsent = connection.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL")).scalar_one()
+            unsent = outbox.unsent_count(connection)
             stored = connection.execute(text("SELECT count(*) FROM buy_order")).scalar_one()
         with read.connect() as connection:
             projected = connection.execute(text("SELECT count(*) FROM buy_order_view")).scalar_one()

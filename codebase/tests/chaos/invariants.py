@@ -8,8 +8,7 @@ import httpx
 import pika
 from sqlalchemy import Engine, text
 
-from btc_orders.adapters import rabbitmq
-from btc_orders.domain.orders import format_timestamp
+from btc_orders.adapters import outbox, rabbitmq, read_model
 from btc_orders.events import InvalidEvent, parse_created_event
 from tests.chaos.clients import History
 
@@ -31,15 +30,8 @@ _READ_ORDERS = text(
 
 
 def resource(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "created_at": format_timestamp(row.created_at),
-        "currency": row.currency,
-        "amount": row.amount,
-        "exchange_rate": row.exchange_rate,
-        "bitcoin_amount": row.bitcoin_amount,
-        "idempotence_key": row.idempotence_key,
-    }
+    """The order resource of a write- or read-model row (money selected as text), as the API renders it."""
+    return read_model.resource(row._mapping)
 
 
 def check(
@@ -49,7 +41,7 @@ def check(
     problems = list(history.violations)
     with write.connect() as connection:
         written = {row.id: row for row in connection.execute(_WRITE_ORDERS)}
-        unsent = connection.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL")).scalar_one()
+        unsent = outbox.unsent_count(connection)
         slots = connection.execute(text("SELECT coalesce(sum(remaining_satoshis), 0) FROM cap_slot")).scalar_one()
     with read.connect() as connection:
         projected_rows = list(connection.execute(_READ_ORDERS))

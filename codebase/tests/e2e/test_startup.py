@@ -108,7 +108,10 @@ def test_the_migration_process_migrates_both_databases_and_is_idempotent(tmp_pat
         again = start("migration", env, tmp_path)
     assert first.returncode == 0, first.stderr
     assert again.returncode == 0, again.stderr
-    assert '"applied":["0001.create-write-model","0002.outbox-sent-index"]' in first.stdout
+    assert (
+        '"applied":["0001.create-write-model","0002.outbox-sent-index","0003.outbox-payload-rendered-by-relay"]'
+        in first.stdout
+    )
     assert '"applied":[]' in again.stdout
 
 

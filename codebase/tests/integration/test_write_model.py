@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from btc_orders.adapters import db
+from btc_orders.adapters import db, outbox
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain import money
 from btc_orders.domain.errors import BtcCapExceeded
@@ -43,11 +43,12 @@ def test_an_order_is_stored_with_its_outbox_event(write_engine: Engine) -> None:
     stored, created = write_model.place(order("123.45"), Decimal("97012.34"), "req-1")
     assert created
     assert stored.bitcoin_amount == Decimal("0.00127252")
-    with write_engine.connect() as connection:
-        event = connection.execute(text("SELECT order_sequence, payload, request_id, sent_at FROM outbox")).one()
+    with write_engine.begin() as connection:
+        event = connection.execute(text("SELECT order_sequence, request_id, sent_at FROM outbox")).one()
+        [claimed] = outbox.claim(connection, 10)
     assert event.order_sequence == stored.sequence
-    assert '"bitcoin_amount":"0.00127252"' in event.payload
-    assert event.request_id == "req-1"
+    assert '"bitcoin_amount":"0.00127252"' in claimed.payload
+    assert event.request_id == claimed.request_id == "req-1"
     assert event.sent_at is None
 
 
@@ -198,12 +199,21 @@ def race_one_key(write_model: WriteModel, engine: Engine) -> None:
     "request_id",
     [None, "req-1", '"occurred_at":"2999-12-31T23:59:59.999999Z"', "2999-12-31T23:59:59.999999Z", '\\"}}'],
 )
-def test_the_stored_event_is_exactly_the_one_events_renders(write_engine: Engine, request_id: str | None) -> None:
-    # The one-statement write splices sequence and created_at into the payload in SQL: byte for byte the same.
-    write_model = model(write_engine, "100")
+@pytest.mark.parametrize(("cap_btc", "untouched_slots"), [("100", 15), ("0.0016", 0)], ids=["fast path", "slow path"])
+def test_the_published_event_is_exactly_the_one_events_renders_for_the_answered_order(
+    write_engine: Engine, request_id: str | None, cap_btc: str, untouched_slots: int
+) -> None:
+    # The outbox row holds no payload: the relay renders it from the stored order (read back from
+    # the database), which must give byte for byte the event of the order the client was answered.
+    # A cap of 0.0016 BTC leaves 0.0001 in each of the 16 slots: this order (0.00010824) needs the slow path.
+    write_model = model(write_engine, cap_btc)
     stored, created = write_model.place(order("10.50", Currency.EUR), Decimal("97012.340"), request_id)
     assert created
-    with write_engine.connect() as connection:
-        event = connection.execute(text("SELECT event_id, payload FROM outbox")).one()
+    share = money.btc_to_satoshis(Decimal(cap_btc)) // 16
+    with write_engine.begin() as connection:
+        slots = connection.execute(text("SELECT remaining_satoshis FROM cap_slot")).scalars().all()
+        assert sum(1 for left in slots if left == share) == untouched_slots
+        assert connection.execute(text("SELECT payload FROM outbox")).scalar_one() is None
+        [event] = outbox.claim(connection, 10)
     assert event.payload == created_event(stored, event.event_id, request_id)
     assert parse_created_event(event.payload.encode()).order.sequence == stored.sequence

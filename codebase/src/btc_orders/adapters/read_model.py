@@ -41,21 +41,11 @@ import psycopg2
 from sqlalchemy import Connection, Engine, text
 
 from btc_orders.adapters.db import unavailable_on_outage
+from btc_orders.domain import orders
 from btc_orders.domain.errors import OrderNotFound, UnknownReference
-from btc_orders.domain.orders import format_timestamp
+from btc_orders.events import BuyOrderCreated
 
-_COLUMNS = (
-    "sequence",
-    "id",
-    "created_at",
-    "currency",
-    "amount",
-    "exchange_rate",
-    "bitcoin_amount",
-    "idempotence_key",
-    "event_id",
-    "document",
-)
+_COLUMNS = ("sequence", *orders.RESOURCE_FIELDS, "event_id", "document")
 _TYPES = ("bigint", "uuid", "timestamptz", "text", "text", "text", "text", "uuid", "uuid", "text")
 # Orders are immutable, so applying an event twice must change nothing: the first insert wins and
 # a replay is skipped by the primary key. The whole batch is one statement (arrays unnested), so
@@ -68,6 +58,7 @@ _UPSERT = text(
     ON CONFLICT (sequence) DO NOTHING
     """  # noqa: S608  (fixed fragments; values are parameters)
 )
+_HIGHEST_SEQUENCE = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
 _ONE = text("SELECT document FROM buy_order_view WHERE id = :id")
 _PRESENT = text("SELECT id FROM buy_order_view WHERE id = ANY(CAST(:ids AS uuid[]))")
 
@@ -332,21 +323,34 @@ class ReadModel:
 
 
 def resource(order: Mapping[str, Any]) -> dict[str, Any]:
-    """The order resource (SPEC 3.3) from a read-model row's fields."""
-    return {
-        "id": str(order["id"]),
-        "created_at": format_timestamp(order["created_at"]),
-        "currency": order["currency"],
-        "amount": order["amount"],
-        "exchange_rate": order["exchange_rate"],
-        "bitcoin_amount": order["bitcoin_amount"],
-        "idempotence_key": str(order["idempotence_key"]),
-    }
+    """The order resource (SPEC 3.3) from a read-model row's fields (money as stored: the event's text)."""
+    return orders.resource(*(order[name] for name in orders.RESOURCE_FIELDS))
 
 
 def document(order: Mapping[str, Any]) -> str:
     """The served JSON of one order, encoded exactly as `web.json_response` encodes a body."""
     return orjson.dumps(resource(order)).decode()
+
+
+def highest_sequence(connection: Connection) -> int:
+    """The newest projected order's sequence (0 when there is none)."""
+    return int(connection.execute(_HIGHEST_SEQUENCE).scalar_one())
+
+
+def event_row(event: BuyOrderCreated) -> dict[str, Any]:
+    """What `apply_created_events` takes of a validated event: its `order` fields and `event_id`."""
+    order = event.order
+    return {
+        "sequence": order.sequence,
+        "id": order.id,
+        "created_at": order.created_at,
+        "currency": order.currency.value,
+        "amount": order.amount,
+        "exchange_rate": order.exchange_rate,
+        "bitcoin_amount": order.bitcoin_amount,
+        "idempotence_key": order.idempotence_key,
+        "event_id": event.event_id,
+    }
 
 
 def apply_created_events(connection: Connection, orders: Sequence[dict[str, Any]]) -> None:

@@ -1,12 +1,10 @@
-"""The write model: store an order with its cap deduction and outbox event in one transaction."""
+"""The write model: store an order with its cap deduction and outbox row in one transaction."""
 
 import logging
 import random
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,19 +12,15 @@ from sqlalchemy import Connection, Engine, Row, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from btc_orders import logs
+from btc_orders.adapters import outbox
 from btc_orders.adapters.db import unavailable_on_outage
+from btc_orders.adapters.order_rows import ORDER_COLUMNS, order_from_row
 from btc_orders.domain import cap, money
 from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight
-from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest, format_timestamp
-from btc_orders.events import EVENT_TYPE, created_event
+from btc_orders.domain.orders import BuyOrder, OrderRequest
+from btc_orders.events import EVENT_TYPE
 
-_FIND_BY_KEY = text(
-    """
-    SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
-    FROM buy_order
-    WHERE idempotence_key = :key
-    """
-)
+_FIND_BY_KEY = text(f"SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = :key")  # noqa: S608
 
 # ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit
 # or roll back: two requests with one key never both store an order.
@@ -44,23 +38,20 @@ _INSERT_ORDER = text(
 # names a stored order; `sequence` set when the order was stored; neither when the chosen
 # slot cannot cover the order (nothing stored, no lock left): take the slow path.
 #
-# `s` takes the order's BTC from one slot if that slot holds enough. Under READ COMMITTED a
-# concurrent update of the slot is waited for and the condition re-checked on the newest
-# row, so the slot never goes below zero. The order is inserted only from `s`'s row. A key
-# that is stored already (visible to this statement) takes nothing and stores nothing. A key
-# being stored by a concurrent transaction makes the INSERT wait for it; if that commits, the
-# INSERT fails on the unique key and the whole statement is undone, slot included (the caller
-# answers with the stored order). Locks are taken in one order on every path, slots before
-# the key (the slow path locks every slot, then inserts): a same-key race cannot deadlock.
-#
-# The event payload is the exact text `events.created_event` makes: Python renders it around
-# the two values only the database knows (`sequence`, `created_at`), which are spliced in here;
-# `created_at` is rendered as `orders.format_timestamp` does (UTC, microseconds, `Z`).
+# `k` looks the key up. `s` takes the order's BTC from one slot if that slot holds enough. Under
+# READ COMMITTED a concurrent update of the slot is waited for and the condition re-checked on
+# the newest row, so the slot never goes below zero. `o` inserts the order only from `s`'s row,
+# and `e` its outbox row only from `o`'s (the event is rendered from the order by the relay:
+# `adapters.outbox`). A key that is stored already (visible to this statement) takes nothing
+# and stores nothing. A key being stored by a concurrent transaction makes the INSERT wait for
+# it; if that commits, the INSERT fails on the unique key and the whole statement is undone,
+# slot included (the caller answers with the stored order). Locks are taken in one order on
+# every path, slots before the key (the slow path locks every slot, then inserts): a same-key
+# race cannot deadlock.
 _PLACE_IN_ONE_STATEMENT = text(
-    r"""
+    f"""
     WITH k AS (
-        SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key
-        FROM buy_order WHERE idempotence_key = :key
+        SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = :key
     ), s AS (
         UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - :satoshis
         WHERE slot = :slot AND remaining_satoshis >= :satoshis AND NOT EXISTS (SELECT FROM k)
@@ -70,21 +61,15 @@ _PLACE_IN_ONE_STATEMENT = text(
         SELECT CAST(:id AS uuid), CAST(:key AS uuid), CAST(:currency AS text), CAST(:amount AS numeric),
                CAST(:exchange_rate AS numeric), CAST(:bitcoin_amount AS numeric), CAST(:request_id AS text)
         FROM s
-        RETURNING sequence, created_at,
-                  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24\:MI\:SS.US"Z"') AS created_text
+        RETURNING sequence, created_at
     ), e AS (
-        INSERT INTO outbox (event_id, order_sequence, routing_key, payload, request_id)
-        SELECT CAST(:event_id AS uuid), o.sequence, CAST(:routing_key AS text),
-               CAST(:payload_0 AS text) || o.created_text || CAST(:payload_1 AS text) || o.created_text
-               || CAST(:payload_2 AS text) || o.sequence || CAST(:payload_3 AS text),
-               CAST(:request_id AS text)
-        FROM o
+        {outbox.INSERT_FROM_ORDER_CTE}
     )
     SELECT o.sequence, o.created_at,
            k.sequence AS replayed_sequence, k.id, k.created_at AS replayed_created_at, k.currency, k.amount,
            k.exchange_rate, k.bitcoin_amount, k.idempotence_key
     FROM (SELECT) AS one LEFT JOIN o ON true LEFT JOIN k ON true
-    """
+    """  # noqa: S608  (fixed fragments; values are parameters)
 )
 _IDEMPOTENCE_KEY_CONSTRAINT = "buy_order_idempotence_key_key"
 
@@ -135,17 +120,6 @@ _CLAIM_KEY = text(
     """
 )
 
-_INSERT_OUTBOX = text(
-    """
-    INSERT INTO outbox (event_id, order_sequence, routing_key, payload, request_id)
-    VALUES (:event_id, :sequence, :routing_key, :payload, :request_id)
-    """
-)
-
-# Stand-ins for the two values only the database knows, to render the event around them.
-_SEQUENCE_STANDIN = 987654321987654321
-_CREATED_AT_STANDIN = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-
 
 class WriteModel:
     """Orders, the cap ledger and the outbox in the write-model database."""
@@ -184,7 +158,7 @@ class WriteModel:
     def find_by_key(self, idempotence_key: uuid.UUID) -> BuyOrder | None:
         with unavailable_on_outage("write-model"), self._statements.connect() as connection:
             row = connection.execute(_FIND_BY_KEY, {"key": idempotence_key}).one_or_none()
-        return _order_from_row(row) if row else None
+        return order_from_row(row) if row else None
 
     def place(self, request: OrderRequest, exchange_rate: Decimal, request_id: str | None) -> tuple[BuyOrder, bool]:
         """Store the order priced at `exchange_rate`, or return the one its key already names.
@@ -212,18 +186,8 @@ class WriteModel:
         self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None
     ) -> tuple[BuyOrder, bool] | None:
         """The fast path; None when the chosen slot cannot cover the order."""
-        order = BuyOrder(
-            id=uuid.uuid4(),
-            sequence=_SEQUENCE_STANDIN,
-            created_at=_CREATED_AT_STANDIN,
-            currency=request.currency,
-            amount=request.amount,
-            exchange_rate=exchange_rate,
-            bitcoin_amount=money.satoshis_to_btc(satoshis),
-            idempotence_key=request.idempotence_key,
-        )
-        event_id = uuid.uuid4()
-        payload = _payload_around_standins(created_event(order, event_id, request_id))
+        order_id = uuid.uuid4()
+        bitcoin_amount = money.satoshis_to_btc(satoshis)
         with self._statements.connect() as connection:
             try:
                 row = connection.execute(
@@ -231,16 +195,15 @@ class WriteModel:
                     {
                         "slot": self._pick_slot(),
                         "satoshis": satoshis,
-                        "id": order.id,
+                        "id": order_id,
                         "key": request.idempotence_key,
                         "currency": request.currency.value,
                         "amount": request.amount,
                         "exchange_rate": exchange_rate,
-                        "bitcoin_amount": order.bitcoin_amount,
+                        "bitcoin_amount": bitcoin_amount,
                         "request_id": request_id,
-                        "event_id": event_id,
+                        "event_id": uuid.uuid4(),
                         "routing_key": EVENT_TYPE,
-                        **{f"payload_{index}": part for index, part in enumerate(payload)},
                     },
                 ).one()
             except IntegrityError as error:
@@ -249,12 +212,22 @@ class WriteModel:
                     raise
                 # A concurrent request stored this key first (and committed): a replay.
                 existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
-                return _order_from_row(existing), False
+                return order_from_row(existing), False
         if row.replayed_sequence is not None:
-            return _order_from_row(row, sequence=row.replayed_sequence, created_at=row.replayed_created_at), False
+            return order_from_row(row, sequence=row.replayed_sequence, created_at=row.replayed_created_at), False
         if row.sequence is None:
             return None
-        return replace(order, sequence=row.sequence, created_at=row.created_at), True
+        order = BuyOrder(
+            id=order_id,
+            sequence=row.sequence,
+            created_at=row.created_at,
+            currency=request.currency,
+            amount=request.amount,
+            exchange_rate=exchange_rate,
+            bitcoin_amount=bitcoin_amount,
+            idempotence_key=request.idempotence_key,
+        )
+        return order, True
 
     def _place_taking_from_all_slots(
         self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None
@@ -283,7 +256,7 @@ class WriteModel:
             ).one_or_none()
             if inserted is None:
                 existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
-                return _order_from_row(existing), False
+                return order_from_row(existing), False
             total = sum(row.remaining_satoshis for row in slots)
             if total < satoshis:
                 # Raised inside the transaction: it rolls back, the order with it; the key stays unused.
@@ -302,17 +275,7 @@ class WriteModel:
                 bitcoin_amount=bitcoin_amount,
                 idempotence_key=request.idempotence_key,
             )
-            event_id = uuid.uuid4()
-            connection.execute(
-                _INSERT_OUTBOX,
-                {
-                    "event_id": event_id,
-                    "sequence": order.sequence,
-                    "routing_key": EVENT_TYPE,
-                    "payload": created_event(order, event_id, request_id),
-                    "request_id": request_id,
-                },
-            )
+            outbox.insert(connection, uuid.uuid4(), order.sequence, EVENT_TYPE, request_id)
         return order, True
 
     def ensure_cap(self, cap_satoshis: int) -> None:
@@ -449,7 +412,7 @@ class WriteModel:
             if claimed is None:
                 existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
                 connection.rollback()
-                return _order_from_row(existing)
+                return order_from_row(existing)
             left = connection.execute(text("SELECT coalesce(sum(remaining_satoshis), 0) FROM cap_slot")).scalar_one()
             connection.rollback()
         raise BtcCapExceeded(requested=money.satoshis_to_btc(satoshis), available=money.satoshis_to_btc(int(left)))
@@ -478,37 +441,3 @@ class WriteModel:
         if cap_satoshis is None:
             return None
         return money.satoshis_to_btc(cap_satoshis), money.satoshis_to_btc(int(left))
-
-
-def _payload_around_standins(payload: str) -> tuple[str, str, str, str]:
-    """Split an event rendered with the stand-in `created_at` and `sequence` into the four texts
-    around them: `[0] created_at [1] created_at [2] sequence [3]`.
-
-    Keys and the quotes around the stand-in are part of what is searched for, so a client's
-    text (a request id) cannot be mistaken for them: JSON escapes every quote inside a string.
-    """
-    stamp = format_timestamp(_CREATED_AT_STANDIN)
-    head, occurred, rest = payload.partition(f'"occurred_at":"{stamp}"')
-    middle, created, rest = rest.partition(f'"created_at":"{stamp}"')
-    ending = f',"sequence":{_SEQUENCE_STANDIN}}}}}'
-    if not occurred or not created or not rest.endswith(ending):
-        raise RuntimeError("the buy_order.created event no longer has the shape the write model splices into")
-    return (
-        f'{head}"occurred_at":"',
-        f'"{middle}"created_at":"',
-        f'"{rest[: -len(ending)]},"sequence":',
-        "}}",
-    )
-
-
-def _order_from_row(row: Row[Any], sequence: int | None = None, created_at: datetime | None = None) -> BuyOrder:
-    return BuyOrder(
-        id=row.id,
-        sequence=row.sequence if sequence is None else sequence,
-        created_at=row.created_at if created_at is None else created_at,
-        currency=Currency(row.currency),
-        amount=row.amount,
-        exchange_rate=row.exchange_rate,
-        bitcoin_amount=row.bitcoin_amount,
-        idempotence_key=row.idempotence_key,
-    )

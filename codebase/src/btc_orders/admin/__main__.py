@@ -13,13 +13,12 @@ from datetime import UTC, datetime
 import orjson
 import pika.exceptions
 import psycopg2
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tqdm import tqdm
 
 from btc_orders import logs, settings
-from btc_orders.adapters import db, rabbitmq
+from btc_orders.adapters import db, outbox, rabbitmq, read_model
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.admin import queues
 from btc_orders.admin.reconcile import Report, reconcile
@@ -114,30 +113,22 @@ def status_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
     read_engine = db.create_engine(config.read_model_db_url, 1, "admin")
     cap_status = WriteModel(write_engine).cap_status()
     with write_engine.connect() as connection:
-        outbox = connection.execute(
-            text(
-                "SELECT count(*) AS backlog, min(created_at) AS oldest,"
-                " (SELECT coalesce(max(sequence), 0) FROM buy_order) AS max_sequence"
-                " FROM outbox WHERE sent_at IS NULL"
-            )
-        ).one()
+        backlog = outbox.backlog(connection)
     with read_engine.connect() as connection:
-        read_max = connection.execute(text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")).scalar_one()
+        read_max = read_model.highest_sequence(connection)
     queue, dead = _queue_depths(config.amqp_url)
     cap, remaining = cap_status or (None, None)  # no ledger until create_buy_order first started
     report = {
         "cap_btc": money.format_btc(cap) if cap is not None else None,
         "cap_used_btc": money.format_btc(cap - remaining) if cap is not None and remaining is not None else None,
         "cap_remaining_btc": money.format_btc(remaining) if remaining is not None else None,
-        "outbox_backlog": outbox.backlog,
-        "outbox_oldest_unsent_age_seconds": (
-            round((datetime.now(UTC) - outbox.oldest).total_seconds(), 3) if outbox.oldest else 0
-        ),
+        "outbox_backlog": backlog.unsent,
+        "outbox_oldest_unsent_age_seconds": round(backlog.oldest_age_seconds, 3) if backlog.unsent else 0,
         "queue_depth": queue,
         "dead_letter_depth": dead,
-        "write_model_max_sequence": outbox.max_sequence,
+        "write_model_max_sequence": backlog.max_sequence,
         "read_model_max_sequence": read_max,
-        "read_model_lag": max(outbox.max_sequence - read_max, 0),
+        "read_model_lag": max(backlog.max_sequence - read_max, 0),
     }
     if arguments.json:
         print(orjson.dumps(report).decode())
@@ -190,7 +181,7 @@ def _run_reconcile(config: AdminSettings, chunk: int, repair: bool, force: bool,
     write_engine = db.create_engine(config.write_model_db_url, 1, "admin")
     read_engine = db.create_engine(config.read_model_db_url, 1, "admin")
     with write_engine.connect() as connection:
-        highest = connection.execute(text("SELECT coalesce(max(sequence), 0) FROM buy_order")).scalar_one()
+        highest = outbox.highest_order_sequence(connection)
     with tqdm(total=highest, desc=label, unit="order", unit_scale=True, file=sys.stderr) as bar:
         return reconcile(write_engine, read_engine, repair=repair, chunk=chunk, progress=bar.update, force=force)
 
@@ -234,13 +225,7 @@ def migrate_topology_command(config: AdminSettings, arguments: argparse.Namespac
 def outbox_list_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
     engine = db.create_engine(config.write_model_db_url, 1, "admin")
     with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT id, event_id, order_sequence, request_id, created_at FROM outbox"
-                " WHERE sent_at IS NULL ORDER BY id LIMIT :limit"
-            ),
-            {"limit": arguments.limit},
-        ).all()
+        rows = outbox.list_unsent(connection, arguments.limit)
     now = datetime.now(UTC)
     for row in rows:
         age = (now - row.created_at).total_seconds()
@@ -256,19 +241,7 @@ def outbox_resend_command(config: AdminSettings, arguments: argparse.Namespace) 
     engine = db.create_engine(config.write_model_db_url, 1, "admin")
     if arguments.from_sequence is not None:
         with engine.begin() as connection:
-            # Row locks settle any race with the relays' pruning (which skips locked rows): a row
-            # is either marked unsent here (and no longer prunable) or already gone, and counted so.
-            marked = connection.execute(
-                text("UPDATE outbox SET sent_at = NULL WHERE order_sequence >= :from AND sent_at IS NOT NULL"),
-                {"from": arguments.from_sequence},
-            ).rowcount
-            pruned = connection.execute(
-                text(
-                    "SELECT count(*) FROM buy_order AS b WHERE b.sequence >= :from"
-                    " AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.order_sequence = b.sequence)"
-                ),
-                {"from": arguments.from_sequence},
-            ).scalar_one()
+            marked, pruned = outbox.mark_unsent_from(connection, arguments.from_sequence)
         print(f"marked {marked} event(s) unsent; the relay publishes them again", file=sys.stderr)
         if pruned:
             print(
@@ -280,7 +253,7 @@ def outbox_resend_command(config: AdminSettings, arguments: argparse.Namespace) 
             return PROBLEM
         return OK
     with engine.connect() as connection:
-        backlog = connection.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL")).scalar_one()
+        backlog = outbox.unsent_count(connection)
     relay = Relay(engine, config.amqp_url, name="admin")
     sent = 0
     with tqdm(total=backlog, desc="outbox", unit="event", file=sys.stderr) as bar:

@@ -14,8 +14,11 @@ from typing import Any
 from psycopg2.extras import execute_values
 from sqlalchemy import Engine, text
 
-from btc_orders.adapters.read_model import document
+from btc_orders.adapters.outbox import highest_order_sequence
+from btc_orders.adapters.read_model import document, highest_sequence
+from btc_orders.domain.orders import RESOURCE_FIELDS
 
+FIELDS = RESOURCE_FIELDS  # what a read-model row must agree on with the write model
 _WRITE_CHUNK = text(
     """
     SELECT sequence, id, created_at, currency, amount::text AS amount, exchange_rate::text AS exchange_rate,
@@ -26,29 +29,20 @@ _WRITE_CHUNK = text(
     """
 )
 _READ_CHUNK = text(
-    """
-    SELECT sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, document
+    f"""
+    SELECT sequence, {", ".join(FIELDS)}, document
     FROM buy_order_view
     WHERE sequence > :after AND sequence <= :until
     ORDER BY sequence
-    """
+    """  # noqa: S608  (fixed column names; values are parameters)
 )
-_UPSERT = """
-    INSERT INTO buy_order_view
-        (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, event_id,
-         document)
+_UPSERT = f"""
+    INSERT INTO buy_order_view (sequence, {", ".join(FIELDS)}, event_id, document)
     VALUES %s
     ON CONFLICT (sequence) DO UPDATE SET
-        id = EXCLUDED.id, created_at = EXCLUDED.created_at, currency = EXCLUDED.currency,
-        amount = EXCLUDED.amount, exchange_rate = EXCLUDED.exchange_rate,
-        bitcoin_amount = EXCLUDED.bitcoin_amount, idempotence_key = EXCLUDED.idempotence_key,
-        document = EXCLUDED.document
-"""
+        {", ".join(f"{name} = EXCLUDED.{name}" for name in (*FIELDS, "document"))}
+"""  # noqa: S608  (fixed column names; values are parameters)
 _DELETE = text("DELETE FROM buy_order_view WHERE sequence = ANY(:sequences)")
-_MAX_WRITE = text("SELECT coalesce(max(sequence), 0) FROM buy_order")
-_MAX_READ = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
-
-FIELDS = ("id", "created_at", "currency", "amount", "exchange_rate", "bitcoin_amount", "idempotence_key")
 
 
 @dataclass
@@ -84,7 +78,7 @@ def reconcile(
     """
     report = Report()
     with write_engine.connect() as write, read_engine.connect() as read:
-        highest = max(write.execute(_MAX_WRITE).scalar_one(), read.execute(_MAX_READ).scalar_one())
+        highest = max(highest_order_sequence(write), highest_sequence(read))
     for after, until in sequence_ranges(highest, chunk):
         bounds = {"after": after, "until": until}
         with write_engine.connect() as write:

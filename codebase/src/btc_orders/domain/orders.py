@@ -49,15 +49,43 @@ class BuyOrder:
 
     def resource(self) -> dict[str, Any]:
         """The order resource of the API (SPEC 3.3): money as decimal strings."""
-        return {
-            "id": str(self.id),
-            "created_at": format_timestamp(self.created_at),
-            "currency": self.currency.value,
-            "amount": money.format_fiat(self.amount),
-            "exchange_rate": money.format_rate(self.exchange_rate),
-            "bitcoin_amount": money.format_btc(self.bitcoin_amount),
-            "idempotence_key": str(self.idempotence_key),
-        }
+        return resource(
+            self.id,
+            self.created_at,
+            self.currency.value,
+            money.format_fiat(self.amount),
+            money.format_rate(self.exchange_rate),
+            money.format_btc(self.bitcoin_amount),
+            self.idempotence_key,
+        )
+
+
+# The order resource's fields in the order the API serves them: the one definition of the order's
+# shape. The read model's stored document is rendered by `resource` (and so is the event's
+# `order`, plus its `sequence`); the SQL function of read-model migration 0002 is tested against
+# it byte for byte (tests/integration/test_order_rendering.py renders one order every way).
+RESOURCE_FIELDS = ("id", "created_at", "currency", "amount", "exchange_rate", "bitcoin_amount", "idempotence_key")
+
+
+def resource(
+    order_id: uuid.UUID | str,
+    created_at: datetime,
+    currency: str,
+    amount: str,
+    exchange_rate: str,
+    bitcoin_amount: str,
+    idempotence_key: uuid.UUID | str,
+) -> dict[str, Any]:
+    """The order resource from its fields, money already as the API's decimal strings."""
+    return {
+        "id": str(order_id),
+        "created_at": format_timestamp(created_at),
+        "currency": currency,
+        "amount": amount,
+        "exchange_rate": exchange_rate,
+        "bitcoin_amount": bitcoin_amount,
+        "idempotence_key": str(idempotence_key),
+    }
 
 
 def format_timestamp(moment: datetime) -> str:

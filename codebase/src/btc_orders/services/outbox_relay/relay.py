@@ -1,7 +1,8 @@
 """The relay: outbox rows to RabbitMQ, marked sent only after the broker confirmed them.
 
 Each round locks a batch of unsent rows (`FOR UPDATE SKIP LOCKED`, so several
-relays share the work without sending a row twice at once), publishes them all
+relays share the work without sending a row twice at once), each with its event
+rendered from its order (every statement is in `adapters/outbox.py`), publishes them all
 as persistent messages on a confirming channel, waits once for the broker's
 confirms of the whole batch, then marks the rows sent and commits. A crash, an
 outage, a nack or an unroutable message between publish and commit leaves the
@@ -24,53 +25,20 @@ serialise every order.
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import pika
 import pika.exceptions
 import psycopg2
-from sqlalchemy import Engine, Row, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from btc_orders import logs, metrics
-from btc_orders.adapters import rabbitmq
+from btc_orders.adapters import outbox, rabbitmq
 from btc_orders.adapters.db import first_line
 from btc_orders.services.worker import Backoff, OutageLog, StopFlag
 
 log = logging.getLogger(__name__)
 
-_LOCK_UNSENT = text(
-    """
-    SELECT id, event_id, routing_key, payload, request_id
-    FROM outbox
-    WHERE sent_at IS NULL
-    ORDER BY id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-    """
-)
-_MARK_SENT = text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)")
-_PRUNE = text(
-    """
-    DELETE FROM outbox
-    WHERE id IN (
-        SELECT id FROM outbox
-        WHERE sent_at < now() - make_interval(secs => :retention)
-        ORDER BY sent_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    )
-    """
-)
-_BACKLOG = text(
-    """
-    SELECT count(*) AS backlog,
-           coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_age,
-           (SELECT coalesce(max(sequence), 0) FROM buy_order) AS max_sequence
-    FROM outbox
-    WHERE sent_at IS NULL
-    """
-)
 GAUGE_INTERVAL_SECONDS = 1.0
 PRUNE_INTERVAL_SECONDS = 2.0
 PRUNE_BATCH = 2000
@@ -116,9 +84,9 @@ class Relay:
         pruned, started = 0, time.monotonic()
         while time.monotonic() - started < PRUNE_BUDGET_SECONDS:
             with self.engine.begin() as connection:
-                deleted = connection.execute(_PRUNE, {"retention": self.retention_seconds, "limit": PRUNE_BATCH})
-            pruned += deleted.rowcount
-            if deleted.rowcount < PRUNE_BATCH:
+                deleted = outbox.prune(connection, self.retention_seconds, PRUNE_BATCH)
+            pruned += deleted
+            if deleted < PRUNE_BATCH:
                 break
         if pruned:
             metrics.OUTBOX_PRUNED.inc(pruned)
@@ -146,12 +114,12 @@ class Relay:
         """Publish one batch of unsent rows; return how many were published."""
         publisher = self._ensure_publisher()
         with self.engine.begin() as connection:
-            rows = connection.execute(_LOCK_UNSENT, {"limit": self.batch_size}).all()
+            rows = outbox.claim(connection, self.batch_size)
             if not rows:
                 return 0
             metrics.EVENTS_PUBLISHED.inc(len(rows))
             publisher.publish([_message(row) for row in rows])
-            connection.execute(_MARK_SENT, {"ids": [row.id for row in rows]})
+            outbox.mark_sent(connection, [row.id for row in rows])
         metrics.EVENTS_CONFIRMED.inc(len(rows))
         for row in rows:
             token = logs.request_id_var.set(row.request_id)
@@ -166,10 +134,10 @@ class Relay:
             return
         self._gauges_read_at = now
         with self.engine.connect() as connection:
-            row = connection.execute(_BACKLOG).one()
-        metrics.OUTBOX_BACKLOG.set(row.backlog)
-        metrics.OUTBOX_OLDEST_AGE.set(row.oldest_age)
-        metrics.WRITE_MODEL_MAX_SEQUENCE.set(row.max_sequence)
+            backlog = outbox.backlog(connection)
+        metrics.OUTBOX_BACKLOG.set(backlog.unsent)
+        metrics.OUTBOX_OLDEST_AGE.set(backlog.oldest_age_seconds)
+        metrics.WRITE_MODEL_MAX_SEQUENCE.set(backlog.max_sequence)
 
     def _ensure_publisher(self) -> rabbitmq.ConfirmingPublisher:
         if not self._publisher.is_open:
@@ -188,7 +156,7 @@ class Relay:
         self._publisher.close()
 
 
-def _message(row: Row[Any]) -> rabbitmq.Message:
+def _message(row: outbox.Claimed) -> rabbitmq.Message:
     return rabbitmq.Message(
         row.routing_key,
         row.payload.encode(),

@@ -35,19 +35,18 @@ import pika.exceptions
 import psycopg2
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from btc_orders import logs, metrics
 from btc_orders.adapters import rabbitmq
 from btc_orders.adapters.db import first_line, is_outage
-from btc_orders.adapters.read_model import apply_created_events
+from btc_orders.adapters.read_model import apply_created_events, event_row, highest_sequence
 from btc_orders.events import BuyOrderCreated, InvalidEvent, parse_created_event
 from btc_orders.services.worker import Backoff, OutageLog, StopFlag
 
 log = logging.getLogger(__name__)
 
-_HIGHEST_SEQUENCE = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
 DatabaseError = (DBAPIError, psycopg2.Error)
 # Returns after which a held event is republished fresh instead of being returned once more.
 WORN_DELIVERIES = rabbitmq.DELIVERY_LIMIT // 2
@@ -93,7 +92,7 @@ class Projector:
         backoff = Backoff()
         try:
             with self.engine.connect() as connection:
-                self._highest_sequence = connection.execute(_HIGHEST_SEQUENCE).scalar_one()
+                self._highest_sequence = highest_sequence(connection)
                 metrics.READ_MODEL_MAX_SEQUENCE.set(self._highest_sequence)
         except DatabaseError:
             pass  # the gauge waits for the first batch
@@ -213,7 +212,7 @@ class Projector:
 
     def _apply(self, batch: list[_Pending]) -> None:
         with self.engine.begin() as connection:
-            apply_created_events(connection, [_row(pending.event) for pending in batch])
+            apply_created_events(connection, [event_row(pending.event) for pending in batch])
 
     def _apply_one_by_one(self, channel: BlockingChannel) -> None:
         """A batch the database refused for its content: dead-letter the events at fault, apply the rest.
@@ -290,18 +289,3 @@ class Projector:
                 redelivered=pending.redelivered,
             )
             logs.request_id_var.reset(token)
-
-
-def _row(event: BuyOrderCreated) -> dict[str, Any]:
-    order = event.order
-    return {
-        "sequence": order.sequence,
-        "id": order.id,
-        "created_at": order.created_at,
-        "currency": order.currency.value,
-        "amount": order.amount,
-        "exchange_rate": order.exchange_rate,
-        "bitcoin_amount": order.bitcoin_amount,
-        "idempotence_key": order.idempotence_key,
-        "event_id": event.event_id,
-    }

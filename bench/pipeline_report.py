@@ -64,6 +64,7 @@ def render(results: dict[str, Any], quick: bool = False, img: Path | None = None
     held = [s["rate"] for s in steps if s["holds"]]
     best = max(held, default=0.0)
     m = results["machine"]
+    verdict = f"{best:.0f} orders/s" if held else "none of the rates run"
     lines = [
         START,
         "",
@@ -74,7 +75,7 @@ def render(results: dict[str, Any], quick: bool = False, img: Path | None = None
         + (" (quick: a smoke run, not a measurement)." if quick else "."),
         "",
         f"**Highest rate that holds** (PUT p99 ≤ 50 ms, lag p99 ≤ 100 ms, no errors, every order projected): "
-        f"**{best:.0f} orders/s**; naive pgbench (32 clients) {before:,.0f} tx/s before, {after:,.0f} after "
+        f"**{verdict}**; naive pgbench (32 clients) {before:,.0f} tx/s before, {after:,.0f} after "
         f"(mean {ceiling:,.0f}): **{best / ceiling:.2f}× the naive ceiling** (goal ≥ 1.0).",
         "",
         "| offered /s | achieved /s | PUT p50 / p99 / max ms | lag p50 / p99 / max ms | errors | late starts | holds |",
@@ -126,17 +127,24 @@ def render(results: dict[str, Any], quick: bool = False, img: Path | None = None
 def _args(args: dict[str, str]) -> list[str]:
     if args.get("quick") == "True":
         return ["--quick"]
-    return [f"--rates {args['rates']}", f"--seconds {float(args['seconds']):g}"]
+    out = [f"--rates {args['rates']}", f"--seconds {float(args['seconds']):g}"]
+    out.append(f"--pgbench-seconds {float(args['pgbench_seconds']):g}")
+    return out + (["--all"] if args.get("all") == "True" else [])
 
 
 def write_doc(path: Path, section: str) -> None:
-    """Replace the section between the markers, or append it under its own heading."""
+    """Replace the section between the markers, or add it under its own heading."""
     text = path.read_text()
     if START in text and END in text:
         head, rest = text.split(START, 1)
         text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Whole pipeline under open-loop load (issue 16)\n\n" + section + "\n"
+    else:  # a new section, ahead of the tuning log (kept last) if there is one
+        heading = "## Whole pipeline under open-loop load (issue 16)\n\n"
+        head, tuning, tail = text.partition("## Tuning log")
+        if tuning:
+            text = head.rstrip("\n") + "\n\n" + heading + section + "\n\n" + tuning + tail
+        else:
+            text = text.rstrip("\n") + "\n\n" + heading + section + "\n"
     path.write_text(text)
 
 

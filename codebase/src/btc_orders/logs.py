@@ -87,9 +87,18 @@ def _default(value: Any) -> Any:
     return str(value)  # UUID, Enum: their exact text
 
 
+def _json(record: logging.LogRecord) -> bytes:
+    """The record as one JSON object, built once per record whatever the number of handlers."""
+    cached: bytes | None = getattr(record, "_btc_json", None)
+    if cached is None:
+        cached = orjson.dumps(_record_to_dict(record), default=_default)
+        record._btc_json = cached
+    return cached
+
+
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return orjson.dumps(_record_to_dict(record), default=_default).decode()
+        return _json(record).decode()
 
 
 class FluentdHandler(logging.Handler):
@@ -108,7 +117,7 @@ class FluentdHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            document = orjson.loads(orjson.dumps(_record_to_dict(record), default=_default))
+            document = orjson.loads(_json(record))
             label = _tag_safe(document["event"])
             self.sender.emit_with_time(label, int(record.created), document)
         except Exception:  # a log line must never break the caller

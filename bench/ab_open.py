@@ -8,6 +8,7 @@ one btc_price and the fake Coinbase; create_buy_order runs under gunicorn
 processes used per order (from /proc) and the PUT latency, per run and as medians.
 
     .venv/bin/python bench/ab_open.py --variant before=/tmp/src_before --rate 200 --seconds 15 --rounds 3
+    .venv/bin/python bench/ab_open.py --variant warning=@WARNING    # the working tree at INFO and at WARNING
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from pipeline_load import cpu_by_group, cpu_used, open_loop
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", action="append", default=[], help="NAME=SRC_DIR (a folder holding btc_orders)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=SRC_DIR[@LOG_LEVEL] (a folder holding btc_orders; empty: the working tree)",
+    )
     parser.add_argument("--no-current", action="store_true")
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=15)
@@ -37,7 +43,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
-    variants = dict(item.split("=", 1) for item in args.variant)
+    variants = dict(item.split("=", 1) for item in args.variant)  # NAME=SRC_DIR[@LOG_LEVEL]
     if not args.no_current:
         variants["current"] = ""
 
@@ -61,8 +67,10 @@ def main() -> int:
             order = list(variants.items())
             if round_ % 2:
                 order.reverse()
-            for name, src in order:
-                create = start(name, gunicorn, {**env, **({"PYTHONPATH": src} if src else {})}, "CREATE_BUY_ORDER_PORT")
+            for name, variant in order:
+                src, _, level = variant.partition("@")
+                own = {**({"PYTHONPATH": src} if src else {}), **({"LOG_LEVEL": level} if level else {})}
+                create = start(name, gunicorn, {**env, **own}, "CREATE_BUY_ORDER_PORT")
                 asyncio.run(open_loop(create.url, args.rate, 2))  # warm-up
                 sessions = {create.process.pid: name}
                 before = cpu_by_group(sessions, ())

@@ -34,14 +34,36 @@ def new_request_id() -> str:
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log the event `name` with `fields` (JSON-serialisable values or Decimals)."""
+    """Log the event `name` with `fields` (JSON-serialisable values or Decimals).
+
+    The record is made and handed to the handlers directly: `Logger.log` would first walk the
+    stack for the caller's file and line (`findCaller`), which no line of ours prints."""
     if logger.isEnabledFor(level):
-        logger.log(level, name, extra={"event_fields": fields})
+        record = logger.makeRecord(logger.name, level, "", 0, name, (), None, extra={"event_fields": fields})
+        logger.handle(record)
+
+
+# (whole second, its ISO 8601 text): one line in a second formats the date, the others reuse it
+_second_text: tuple[int, str] = (-1, "")
+
+
+def _timestamp(created: float) -> str:
+    """`created` as `datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")`."""
+    global _second_text
+    second = int(created)  # as datetime does: the fraction rounded to the microsecond on its own
+    micro = round((created - second) * 1_000_000)
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
+    cached_second, text = _second_text
+    if second != cached_second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_text = (second, text)
+    return f"{text}.{micro:06d}+00:00"
 
 
 def _record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="microseconds"),
+        "time": _timestamp(record.created),
         "level": record.levelname.lower(),
         "service": _service_name,
         "event": record.getMessage(),
@@ -65,9 +87,18 @@ def _default(value: Any) -> Any:
     return str(value)  # UUID, Enum: their exact text
 
 
+def _json(record: logging.LogRecord) -> bytes:
+    """The record as one JSON object, built once per record whatever the number of handlers."""
+    cached: bytes | None = getattr(record, "_btc_json", None)
+    if cached is None:
+        cached = orjson.dumps(_record_to_dict(record), default=_default)
+        record._btc_json = cached
+    return cached
+
+
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return orjson.dumps(_record_to_dict(record), default=_default).decode()
+        return _json(record).decode()
 
 
 class FluentdHandler(logging.Handler):
@@ -86,7 +117,7 @@ class FluentdHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            document = orjson.loads(orjson.dumps(_record_to_dict(record), default=_default))
+            document = orjson.loads(_json(record))
             label = _tag_safe(document["event"])
             self.sender.emit_with_time(label, int(record.created), document)
         except Exception:  # a log line must never break the caller
@@ -114,6 +145,9 @@ def configure(service: str, level: str = "INFO", fluentd_host: str | None = None
     if fluentd_host:
         root.addHandler(FluentdHandler(service, fluentd_host, fluentd_port))
     root.setLevel(level)
+    # No line prints the thread or the multiprocessing process name: do not look them up per record.
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     # Libraries log through the same handlers; their chatter is kept to warnings.
     for noisy in ("pika", "httpx", "httpcore", "uvicorn.access", "yoyo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

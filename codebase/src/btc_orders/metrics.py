@@ -56,6 +56,23 @@ READ_MODEL_MAX_SEQUENCE = Gauge(
 )
 
 
+_http_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def observe_http(service: str, route: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request and its duration. The labelled children are looked up once per
+    label set and kept (`.labels()` takes a lock and builds the key on every call)."""
+    key = (service, route, method, status)
+    children = _http_children.get(key)
+    if children is None:
+        children = _http_children[key] = (
+            HTTP_REQUESTS.labels(service, route, method, str(status)),
+            HTTP_DURATION.labels(service, route, method),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+
+
 class CapCollector(Collector):
     """`btc_cap_btc` and `btc_cap_remaining_btc`, read from the ledger at scrape time."""
 

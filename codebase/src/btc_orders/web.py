@@ -114,8 +114,14 @@ async def _unexpected_error_handler(_request: Request, error: Exception) -> Resp
     return error_response(500, "internal_error", "an unexpected error happened; it has been logged")
 
 
+# Probes and scrapes answered well are logged at DEBUG: at INFO they would be most of the lines
+# (a probe every few seconds per container, idle or not) and say nothing; a failed one is at INFO.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class RequestContextMiddleware:
-    """Request id in and out, one access-log event per request, and a body size limit.
+    """Request id in and out, one access-log event per request (probes: `QUIET_ROUTES`), and a
+    body size limit.
 
     Plain ASGI (not BaseHTTPMiddleware) so that it costs next to nothing.
     """
@@ -169,11 +175,11 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             # the route's template (`/buy_orders/{order_id}`), never the raw path: bounded labels
             route = getattr(scope.get("route"), "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(self.service, route, scope["method"], str(status)).inc()
-            metrics.HTTP_DURATION.labels(self.service, route, scope["method"]).observe(elapsed)
+            metrics.observe_http(self.service, route, scope["method"], status, elapsed)
             logs.event(
                 log,
                 "http_request",
+                logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO,
                 method=scope["method"],
                 path=scope["path"],
                 status=status,

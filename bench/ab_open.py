@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "codebase" / "tests" / "support"))
 from fake_coinbase import FakeCoinbase
+
 from pipeline import GUNICORN_CONF, PG_ADMIN, Service, db_url, dotenv, log, pct, sql, start
 from pipeline_load import cpu_by_group, cpu_used, open_loop
 

@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "codebase" / "tests" / "support"))
 sys.path.insert(0, str(REPO / "bench"))
 from fake_coinbase import FakeCoinbase  # noqa: E402
+
 from pipeline_load import cpu_by_group, cpu_used, open_loop, self_cpu  # noqa: E402
 from pipeline_report import render, write_doc  # noqa: E402
 

@@ -4,6 +4,7 @@ The app is built as it serves (`create_app` does no I/O) with its dependencies o
 in-memory ports; `test_place_buy_order` covers the rules behind them.
 """
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -221,3 +222,30 @@ def test_the_lifespan_builds_the_adapters_the_routes_and_probes_use_and_closes_t
         adapters.ready = False
         assert client.get("/readyz").status_code == 503
     assert adapters.closed
+
+
+def test_a_bootstrap_that_fails_is_one_line_exit_status_3_and_no_traceback_for_the_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def bootstrap(_settings: CreateBuyOrderSettings) -> FakeAdapters:
+        raise ConnectionRefusedError("the write model is far away")
+
+    app = create_app(SETTINGS, bootstrap)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def start() -> None:  # what uvicorn does with the app at start
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+
+    with pytest.raises(SystemExit) as stopped:
+        asyncio.run(start())
+    assert stopped.value.code == 3
+    assert capsys.readouterr().err.splitlines() == [
+        "refusing to start: create_buy_order failed at start: ConnectionRefusedError: the write model is far away"
+    ]
+    assert sent == [{"type": "lifespan.startup.failed", "message": ""}]  # the server logs no traceback

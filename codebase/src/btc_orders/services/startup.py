@@ -7,8 +7,10 @@ and a non-zero exit status, never a traceback: `starting()` is the one place tha
 
 import errno
 import logging
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -161,7 +163,7 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with starting(service):  # a database behind, refusing or unreachable: one line, exit 3
+        with starting(service), _stopped_at_once_by_sigterm():  # a failure: one line, exit 3
             adapters = bootstrap()
             await adapters.start()
         app.state.adapters = adapters
@@ -171,6 +173,20 @@ def _lifespan(
             await adapters.close()
 
     return lifespan
+
+
+@contextmanager
+def _stopped_at_once_by_sigterm() -> Iterator[None]:
+    """While the adapters are built (a database that is starting may be waited for), SIGTERM stops
+    the process at once, as it did before the server took the signals over."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # e.g. a TestClient's lifespan: signals are the main thread's
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def serve(service: str, settings_class: type[SettingsT], create_app: Callable[[SettingsT], FastAPI]) -> None:

@@ -6,8 +6,9 @@ in-memory ports; `test_place_buy_order` covers the rules behind them.
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
@@ -231,12 +232,12 @@ def test_a_bootstrap_that_fails_is_one_line_exit_status_3_and_no_traceback_for_t
         raise ConnectionRefusedError("the write model is far away")
 
     app = create_app(SETTINGS, bootstrap)
-    sent: list[dict[str, object]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, object]:
         return {"type": "lifespan.startup"}
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     async def start() -> None:  # what uvicorn does with the app at start

@@ -33,8 +33,7 @@ class Ports:
 
 def app_with(ports: Ports, settings: CreateBuyOrderSettings = SETTINGS) -> FastAPI:
     app = create_app(settings)
-    app.dependency_overrides[deps.get_prices] = lambda: ports.rates
-    app.dependency_overrides[deps.get_orders] = lambda: ports.orders
+    app.dependency_overrides[deps.get_adapters] = lambda: FakeAdapters(ports.orders, ports.rates)
     return app
 
 

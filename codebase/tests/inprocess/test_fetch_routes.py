@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -87,8 +88,7 @@ def read_model(arrivals: FakeArrivals) -> FakeReadModel:
 @pytest.fixture
 def client(read_model: FakeReadModel, arrivals: FakeArrivals) -> TestClient:
     app = create_app(SETTINGS)
-    app.dependency_overrides[deps.get_read_model] = lambda: read_model
-    app.dependency_overrides[deps.get_arrivals] = lambda: arrivals
+    app.dependency_overrides[deps.get_adapters] = lambda: SimpleNamespace(read_model=read_model, arrivals=arrivals)
     return TestClient(app)
 
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Header
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -21,7 +21,7 @@ from btc_orders.domain.commands import PlaceBuyOrder
 from btc_orders.domain.errors import IdempotenceKeyConflict
 from btc_orders.services import startup
 from btc_orders.services.create_buy_order.bootstrap import bootstrap as build_adapters
-from btc_orders.services.create_buy_order.deps import Orders, Prices, Settings
+from btc_orders.services.create_buy_order.deps import Adapters, settings_of
 from btc_orders.services.create_buy_order.handler import place_buy_order
 from btc_orders.services.create_buy_order.schemas import (
     BuyOrderRequest,
@@ -86,19 +86,18 @@ router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"], strict_conte
     },
 )
 def put_buy_order(
+    request: Request,
     body: BuyOrderRequest,
-    orders: Orders,
-    prices: Prices,
-    settings: Settings,
+    adapters: Adapters,
     idempotency_key: Annotated[
         IdempotencyKeyHeader,
         Header(description="alternative to the body's `idempotence_key`: a UUID, bare or quoted (RFC 8941)"),
     ] = None,
 ) -> Response:
     command = place_command(body, idempotency_key, logs.request_id_var.get())
-    order, created = place_buy_order(command, prices, orders)
+    order, created = place_buy_order(command, adapters.prices, adapters.orders)
     if created:
-        location = f"{settings.public_fetch_url}/buy_orders/{order.id}"
+        location = f"{settings_of(request).public_fetch_url}/buy_orders/{order.id}"
         return web.json_response(order.resource(), 201, {"Location": location})
     return web.json_response(order.resource(), 200, {"Idempotent-Replayed": "true"})
 
@@ -111,9 +110,9 @@ def put_buy_order(
     summary="The BTC cap, what stored orders use and what is left",
     responses={503: openapi.error("the write model is unavailable", "service_unavailable")},
 )
-def get_capacity(orders: Orders, settings: Settings) -> Response:
-    ledger = orders.capacity()
-    cap, available = ledger if ledger is not None else (settings.btc_cap_satoshis, 0)
+def get_capacity(request: Request, adapters: Adapters) -> Response:
+    ledger = adapters.orders.capacity()
+    cap, available = ledger if ledger is not None else (settings_of(request).btc_cap_satoshis, 0)
     return web.json_response(
         {
             "cap_btc": money.format_btc(money.satoshis_to_btc(cap)),

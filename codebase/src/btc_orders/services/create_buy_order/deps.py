@@ -1,33 +1,26 @@
 """What create_buy_order's routes depend on (FastAPI `Depends`): the adapters its lifespan built.
 
-Async getters, so they run on the event loop (no thread hop); tests replace them through
-`app.dependency_overrides`.
+One async getter (it runs on the event loop: no thread hop, and one dependency is all the hot
+route resolves); tests replace it through `app.dependency_overrides`.
 """
 
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from btc_orders.adapters.btc_price_client import BtcPriceClient
-from btc_orders.adapters.write_model import WriteModel
+from btc_orders.services.create_buy_order.bootstrap import CreateAdapters
 from btc_orders.settings import CreateBuyOrderSettings
 
 
-async def get_orders(request: Request) -> WriteModel:
-    orders: WriteModel = request.app.state.adapters.orders
-    return orders
+async def get_adapters(request: Request) -> CreateAdapters:
+    adapters: CreateAdapters = request.app.state.adapters
+    return adapters
 
 
-async def get_prices(request: Request) -> BtcPriceClient:
-    prices: BtcPriceClient = request.app.state.adapters.prices
-    return prices
-
-
-async def get_settings(request: Request) -> CreateBuyOrderSettings:
+def settings_of(request: Request) -> CreateBuyOrderSettings:
+    """The settings `create_app` was given (fixed for the app's life: never overridden)."""
     settings: CreateBuyOrderSettings = request.app.state.settings
     return settings
 
 
-Orders = Annotated[WriteModel, Depends(get_orders)]
-Prices = Annotated[BtcPriceClient, Depends(get_prices)]
-Settings = Annotated[CreateBuyOrderSettings, Depends(get_settings)]
+Adapters = Annotated[CreateAdapters, Depends(get_adapters)]

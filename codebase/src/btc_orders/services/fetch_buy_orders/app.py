@@ -23,7 +23,7 @@ from btc_orders.services import startup
 from btc_orders.services.create_buy_order.schemas import BuyOrderResource
 from btc_orders.services.fetch_buy_orders.arrivals import preferred_wait
 from btc_orders.services.fetch_buy_orders.bootstrap import bootstrap as build_adapters
-from btc_orders.services.fetch_buy_orders.deps import Landings, Orders, Settings
+from btc_orders.services.fetch_buy_orders.deps import Adapters, settings_of
 from btc_orders.services.fetch_buy_orders.query import Timestamp, link_header
 from btc_orders.settings import FetchBuyOrdersSettings
 
@@ -67,7 +67,7 @@ router = APIRouter()
 )
 def list_buy_orders(
     request: Request,
-    read_model: Orders,
+    adapters: Adapters,
     page_size: Annotated[int, Query(ge=1, le=1000, description="orders per page")] = 10,
     last_reference: Annotated[
         uuid.UUID | None, Query(description="the `id` of the last order of a page: the page just older")
@@ -104,7 +104,7 @@ def list_buy_orders(
         created_gte,
         created_lt,
     )
-    page = read_model.fetch_page(query)
+    page = adapters.read_model.fetch_page(query)
     reference = last_reference or first_reference
     link = link_header(
         request.url.path, request.query_params.multi_items(), page, str(reference) if reference else None
@@ -131,14 +131,13 @@ def list_buy_orders(
         503: openapi.error("the read model is unavailable", "service_unavailable"),
     },
 )
-async def get_buy_order(
-    request: Request, order_id: uuid.UUID, read_model: Orders, arrivals: Landings, settings: Settings
-) -> Response:
+async def get_buy_order(request: Request, order_id: uuid.UUID, adapters: Adapters) -> Response:
+    read_model = adapters.read_model
     wait = preferred_wait(request.headers.getlist("prefer"))
-    seconds = min(wait, settings.read_your_write_max_wait_seconds) if wait else 0
+    seconds = min(wait, settings_of(request).read_your_write_max_wait_seconds) if wait else 0
     if seconds <= 0:
         return await _one(read_model, order_id)
-    with arrivals.wait_for(order_id) as landed:
+    with adapters.arrivals.wait_for(order_id) as landed:
         if landed is None:  # no wait can be offered now (too many waiters, not listening)
             return await _one(read_model, order_id)
         return await _waited(read_model, order_id, landed, seconds)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from btc_orders.services.create_buy_order import deps
 from btc_orders.services.create_buy_order.app import create_app
@@ -99,9 +100,11 @@ def test_the_same_key_in_header_and_body_is_one_key(client: TestClient) -> None:
 def test_a_header_key_that_differs_from_the_body_key_is_400_and_nothing_is_stored(
     client: TestClient, ports: Ports
 ) -> None:
+    rejected = REGISTRY.get_sample_value("buy_orders_rejected_total", {"code": "idempotence_key_conflict"}) or 0.0
     response = put(client, "1", uuid.uuid4(), **{"Idempotency-Key": str(uuid.uuid4())})
     assert response.status_code == 400
     assert response.json()["detail"]["code"] == "idempotence_key_conflict"
+    assert REGISTRY.get_sample_value("buy_orders_rejected_total", {"code": "idempotence_key_conflict"}) == rejected + 1
     assert ports.orders.by_key == {} and ports.rates.asked == []
 
 

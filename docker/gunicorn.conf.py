@@ -71,8 +71,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 def on_starting(_server: _Any) -> None:
     # A port in use: one line naming the variable and a non-zero exit, before gunicorn's own
     # bind (which retries for 5 s, then exits with lines that name no variable).
-    from btc_orders.services import StartupFailure, refuse_to_start
-    from btc_orders.services import bind as bind_port
+    from btc_orders.services.startup import StartupFailure, refuse_to_start
+    from btc_orders.services.startup import bind as bind_port
 
     try:
         bind_port(_port, _port_variable).close()

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from fastapi import FastAPI
 
-from btc_orders.services import EXIT_REFUSED, configured, starting
+from btc_orders.services.startup import EXIT_REFUSED, configured, starting
 from btc_orders.settings import BaseServiceSettings, BtcPriceSettings, CreateBuyOrderSettings, FetchBuyOrdersSettings
 
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)

@@ -58,21 +58,37 @@ class BaseServiceSettings(BaseSettings):
         return value or None
 
 
-class WriteModelSettings(BaseServiceSettings):
+# Mixins: each setting that several processes read is declared once, here.
+class WriteModelUrl(BaseServiceSettings):
     write_model_db_url: PostgresUrl = Field(alias="WRITE_MODEL_DB_URL")
-    db_pool_size: PoolSize = Field(default=20, alias="DB_POOL_SIZE")
 
 
-class ReadModelSettings(BaseServiceSettings):
+class ReadModelUrl(BaseServiceSettings):
     read_model_db_url: PostgresUrl = Field(alias="READ_MODEL_DB_URL")
+
+
+class PoolSettings(BaseServiceSettings):
     db_pool_size: PoolSize = Field(default=20, alias="DB_POOL_SIZE")
 
 
-class BtcPriceSettings(BaseServiceSettings):
-    port: Port = Field(default=8779, alias="BTC_PRICE_PORT")
-    coinbase_api_url: HttpUrl = Field(default=HttpUrl("https://api.coinbase.com"), alias="COINBASE_API_URL")
+class RateAgeSettings(BaseServiceSettings):
+    """How long a rate may be reused (`RATE_TTL_SECONDS`) and how old it may be at most."""
+
     rate_ttl_seconds: Seconds = Field(default=2, alias="RATE_TTL_SECONDS")
     rate_max_age_seconds: Seconds = Field(default=30, alias="RATE_MAX_AGE_SECONDS")
+
+
+class WriteModelSettings(PoolSettings, WriteModelUrl):
+    pass
+
+
+class ReadModelSettings(PoolSettings, ReadModelUrl):
+    pass
+
+
+class BtcPriceSettings(RateAgeSettings):
+    port: Port = Field(default=8779, alias="BTC_PRICE_PORT")
+    coinbase_api_url: HttpUrl = Field(default=HttpUrl("https://api.coinbase.com"), alias="COINBASE_API_URL")
     coinbase_timeout_seconds: Seconds = Field(default=2, alias="COINBASE_TIMEOUT_SECONDS")
 
     @model_validator(mode="after")
@@ -86,13 +102,14 @@ class BtcPriceSettings(BaseServiceSettings):
         return self
 
 
-class CreateBuyOrderSettings(WriteModelSettings):
+class CreateBuyOrderSettings(RateAgeSettings, WriteModelSettings):
+    """The rate ages are btc_price's too; here the TTL is how long the client reuses a rate (capped at
+    the maximum age by `BtcPriceClient`, so no cross-variable rule)."""
+
     port: Port = Field(default=8777, alias="CREATE_BUY_ORDER_PORT")
     btc_price_url: HttpUrl = Field(alias="BTC_PRICE_URL")
     btc_cap: Decimal = Field(default=Decimal(100), alias="BTC_CAP")
     cap_ledger_slots: Annotated[int, Field(ge=1, le=256)] = Field(default=16, alias="CAP_LEDGER_SLOTS")
-    rate_max_age_seconds: Seconds = Field(default=30, alias="RATE_MAX_AGE_SECONDS")
-    rate_ttl_seconds: Seconds = Field(default=2, alias="RATE_TTL_SECONDS")  # reuse, capped at the max age
     btc_price_timeout_seconds: Seconds = Field(default=3, alias="BTC_PRICE_TIMEOUT_SECONDS")
     # where clients reach GET /buy_orders/{id}: empty (the gateway's single origin) makes the 201's
     # Location relative (`/buy_orders/{id}`); `http://localhost:8778` makes it absolute under it
@@ -164,9 +181,8 @@ class OutboxRelaySettings(AmqpSettings, WriteModelSettings):
     )
 
 
-class MigrationSettings(BaseServiceSettings):
-    write_model_db_url: PostgresUrl = Field(alias="WRITE_MODEL_DB_URL")
-    read_model_db_url: PostgresUrl = Field(alias="READ_MODEL_DB_URL")
+class MigrationSettings(ReadModelUrl, WriteModelUrl):
+    pass
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)

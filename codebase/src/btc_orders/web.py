@@ -132,7 +132,7 @@ class RequestContextMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _quiet_startup_failure(send) if scope["type"] == "lifespan" else send)
             return
         headers = dict(scope["headers"])
         request_id = _valid_request_id(headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1"))
@@ -186,6 +186,18 @@ class RequestContextMiddleware:
                 duration_ms=round(elapsed * 1000, 3),
             )
             logs.request_id_var.reset(token)
+
+
+def _quiet_startup_failure(send: Send) -> Send:
+    """A lifespan that failed to start has said why in one line (`services.startup.starting`):
+    drop the traceback Starlette attaches to `lifespan.startup.failed`, which the server would log."""
+
+    async def quiet_send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            message = {"type": "lifespan.startup.failed", "message": ""}
+        await send(message)
+
+    return quiet_send
 
 
 class _BodyTooLarge(HTTPException):

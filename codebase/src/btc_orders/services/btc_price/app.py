@@ -1,18 +1,22 @@
-"""btc_price HTTP API: `GET /btc_price/{currency}` (port 8779, internal)."""
+"""btc_price HTTP API: `GET /btc_price/{currency}` (port 8779, internal).
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+The route is module-level and reaches the rate cache through `deps`; `create_app` does no I/O.
+"""
 
-from fastapi import FastAPI
+from collections.abc import Callable
+
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 
-from btc_orders import openapi, web
-from btc_orders.adapters.coinbase import CoinbaseClient
+from btc_orders import openapi
 from btc_orders.domain import money
-from btc_orders.domain.errors import RateUnavailable
 from btc_orders.domain.orders import Currency, format_timestamp
-from btc_orders.services.btc_price.rates import RateCache
+from btc_orders.services import startup
+from btc_orders.services.btc_price.bootstrap import bootstrap as build_adapters
+from btc_orders.services.btc_price.deps import Rates
 from btc_orders.settings import BtcPriceSettings
+
+DESCRIPTION = "BTC's exchange rate per fiat currency, read from Coinbase, cached per currency and coalesced."
 
 
 class BtcPrice(BaseModel):
@@ -22,46 +26,30 @@ class BtcPrice(BaseModel):
     fetched_at: str = Field(description="when the rate was read from Coinbase (RFC 3339, UTC)")
 
 
-def create_app(settings: BtcPriceSettings) -> FastAPI:
-    coinbase = CoinbaseClient(str(settings.coinbase_api_url), settings.coinbase_timeout_seconds)
-    rates = RateCache(coinbase.spot_rate, settings.rate_ttl_seconds, settings.rate_max_age_seconds)
+router = APIRouter()
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await coinbase.aclose()
 
-    async def readiness() -> dict[str, bool]:
-        try:
-            await rates.quote(Currency.USD)
-            return {"coinbase": True}
-        except RateUnavailable:
-            return {"coinbase": False}
-
-    app = web.create_app(
-        "btc_price",
-        "BTC's exchange rate per fiat currency, read from Coinbase, cached per currency and coalesced.",
-        readiness,
-        lifespan,
+@router.get(
+    "/btc_price/{currency}",
+    operation_id="getBtcPrice",
+    response_model=BtcPrice,
+    tags=["rates"],
+    summary="BTC's current rate in a fiat currency",
+    responses={503: openapi.error("no fresh-enough rate can be had", "rate_unavailable")},
+)
+async def btc_price(currency: Currency, rates: Rates) -> BtcPrice:
+    quote = await rates.quote(currency)
+    return BtcPrice(
+        currency=currency,
+        rate=money.format_rate(quote.rate),
+        source="coinbase",
+        fetched_at=format_timestamp(quote.fetched_at),
     )
-    openapi.install(app)
-    app.state.rates = rates
 
-    @app.get(
-        "/btc_price/{currency}",
-        operation_id="getBtcPrice",
-        response_model=BtcPrice,
-        tags=["rates"],
-        summary="BTC's current rate in a fiat currency",
-        responses={503: openapi.error("no fresh-enough rate can be had", "rate_unavailable")},
-    )
-    async def btc_price(currency: Currency) -> BtcPrice:
-        quote = await rates.quote(currency)
-        return BtcPrice(
-            currency=currency,
-            rate=money.format_rate(quote.rate),
-            source="coinbase",
-            fetched_at=format_timestamp(quote.fetched_at),
-        )
 
+def create_app(
+    settings: BtcPriceSettings, bootstrap: Callable[[BtcPriceSettings], startup.Adapters] = build_adapters
+) -> FastAPI:
+    app = startup.http_app("btc_price", DESCRIPTION, settings, bootstrap)
+    app.include_router(router)
     return app

@@ -1,4 +1,9 @@
-"""Placing an order: the idempotence rule, pricing before the transaction, one short write."""
+"""Placing an order (SPEC 3.1): the idempotence rule, pricing before the transaction, one short write.
+
+`place_buy_order` handles the `PlaceBuyOrder` command against two ports, a `RateSource` and an
+`OrderStore`, and raises domain errors only: no HTTP here (the key's HTTP rules, header or body,
+are `app.py`'s). The adapters are `BtcPriceClient` and `WriteModel`; the unit tests use fakes.
+"""
 
 import logging
 import threading
@@ -6,22 +11,35 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from fastapi.exceptions import RequestValidationError
+from decimal import Decimal
+from typing import Protocol
 
 from btc_orders import logs, metrics
-from btc_orders.adapters.btc_price_client import BtcPriceClient
-from btc_orders.adapters.write_model import WriteModel
+from btc_orders.domain.commands import PlaceBuyOrder
 from btc_orders.domain.errors import (
     BtcCapExceeded,
     DomainError,
-    IdempotenceKeyConflict,
     IdempotenceKeyReused,
     OrderInFlight,
     RateUnavailable,
 )
-from btc_orders.domain.orders import BuyOrder, OrderRequest
-from btc_orders.services.create_buy_order.schemas import BuyOrderRequest
+from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest
+
+
+class RateSource(Protocol):
+    """Fiat per BTC now, or `RateUnavailable`."""
+
+    def rate(self, currency: Currency, request_id: str | None = None) -> Decimal: ...
+
+
+class OrderStore(Protocol):
+    """Where orders are kept: `place` stores one under the cap (or `BtcCapExceeded`) and returns
+    `(order, created)`, the order the key already names with `created` False."""
+
+    def place(self, request: OrderRequest, exchange_rate: Decimal, request_id: str | None) -> tuple[BuyOrder, bool]: ...
+
+    def find_by_key(self, idempotence_key: uuid.UUID) -> BuyOrder | None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +77,11 @@ IN_FLIGHT = KeysInFlight()
 
 
 def place_buy_order(
-    body: BuyOrderRequest,
-    header_key: uuid.UUID | None,
-    prices: BtcPriceClient,
-    write_model: WriteModel,
-    request_id: str | None,
+    command: PlaceBuyOrder, rates: RateSource, orders: OrderStore, in_flight: KeysInFlight = IN_FLIGHT
 ) -> tuple[BuyOrder, bool]:
     """Store the order, or replay the one its key names. Returns `(order, created)`."""
     try:
-        stored, created = _place(body, header_key, prices, write_model, request_id)
+        stored, created = _place(command, rates, orders, in_flight)
     except DomainError as error:
         metrics.ORDERS_REJECTED.labels(error.code).inc()
         raise
@@ -79,21 +93,16 @@ def place_buy_order(
 
 
 def _place(
-    body: BuyOrderRequest,
-    header_key: uuid.UUID | None,
-    prices: BtcPriceClient,
-    write_model: WriteModel,
-    request_id: str | None,
+    command: PlaceBuyOrder, rates: RateSource, orders: OrderStore, in_flight: KeysInFlight
 ) -> tuple[BuyOrder, bool]:
-    request = OrderRequest(body.currency, body.amount, _idempotence_key(body.idempotence_key, header_key))
-
-    with IN_FLIGHT.placing(request.idempotence_key) as others_in_flight:
+    request = command.request
+    with in_flight.placing(request.idempotence_key) as others_in_flight:
         try:
-            rate = prices.rate(request.currency, request_id)  # before the transaction opens
-            stored, created = write_model.place(request, rate, request_id)
+            rate = rates.rate(request.currency, command.request_id)  # before the transaction opens
+            stored, created = orders.place(request, rate, command.request_id)
         except (RateUnavailable, BtcCapExceeded) as error:
             # A replay is answered whatever the rate is now, or whether there is one.
-            existing = write_model.find_by_key(request.idempotence_key)
+            existing = orders.find_by_key(request.idempotence_key)
             if existing is None:
                 if isinstance(error, BtcCapExceeded) and others_in_flight():
                     # Final answers only once the key's fate is known: the other attempt may yet store it.
@@ -124,23 +133,3 @@ def _place(
     else:
         logs.event(log, "order_replayed", order_id=str(stored.id))
     return stored, created
-
-
-def _idempotence_key(body_key: uuid.UUID | None, header_key: uuid.UUID | None) -> uuid.UUID:
-    if body_key is not None and header_key is not None and body_key != header_key:
-        raise IdempotenceKeyConflict(
-            "the Idempotency-Key header and the body's idempotence_key differ; send one, or the same in both"
-        )
-    key = body_key or header_key
-    if key is None:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "missing",
-                    "loc": ("body", "idempotence_key"),
-                    "msg": "Field required: give idempotence_key (a UUID) in the body or the Idempotency-Key header",
-                    "input": None,
-                }
-            ]
-        )
-    return key

@@ -1,30 +1,36 @@
-"""fetch_buy_orders HTTP API: `GET /buy_orders` and `GET /buy_orders/{id}` (port 8778)."""
+"""fetch_buy_orders HTTP API: `GET /buy_orders` and `GET /buy_orders/{id}` (port 8778).
+
+The routes are module-level and reach their adapters through `deps`; `create_app` does no I/O
+(the adapters, the LISTEN connection included, are built by `bootstrap` when the app starts).
+"""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio.to_thread
-import psycopg2
-import psycopg2.extensions
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from btc_orders import openapi, web
-from btc_orders.adapters import db
 from btc_orders.adapters.read_model import PageQuery, ReadModel
 from btc_orders.domain.errors import OrderNotFound
 from btc_orders.domain.orders import Currency
-from btc_orders.services import engine_at_schema
+from btc_orders.services import startup
 from btc_orders.services.create_buy_order.schemas import BuyOrderResource
-from btc_orders.services.fetch_buy_orders.arrivals import Arrivals, preferred_wait
+from btc_orders.services.fetch_buy_orders.arrivals import preferred_wait
+from btc_orders.services.fetch_buy_orders.bootstrap import bootstrap as build_adapters
+from btc_orders.services.fetch_buy_orders.deps import Adapters, settings_of
 from btc_orders.services.fetch_buy_orders.query import Timestamp, link_header
 from btc_orders.settings import FetchBuyOrdersSettings
 
+DESCRIPTION = (
+    "Page through all buy orders, newest first, in both directions and filtered. Keyset paging: every "
+    "page costs the same, at any depth and whatever the filter."
+)
 RETRY_AFTER_SECONDS = 1  # a 404 after a wait: the order may be a moment away
 
 
@@ -39,160 +45,142 @@ class BuyOrderPage(BaseModel):
     has_more: bool = Field(description="more orders in the direction asked for (older, or newer with first_reference)")
 
 
-def create_app(settings: FetchBuyOrdersSettings) -> FastAPI:
-    # Every query of this service is one read-only statement: autocommit saves BEGIN and ROLLBACK.
-    engine = engine_at_schema(
-        settings.read_model_db_url, settings.db_pool_size, "fetch_buy_orders", "read_model", autocommit=True
+router = APIRouter()
+
+
+@router.get(
+    "/buy_orders",
+    operation_id="listBuyOrders",
+    response_model=BuyOrderPage,
+    tags=["buy orders"],
+    summary="A page of orders, newest first",
+    description="Keyset pages in both directions: `last_reference` gives the page just older than that "
+    "order, `first_reference` the page just newer (still newest first inside the page). Filters combine "
+    "with each other and with either reference. The `Link` header names the older (`next`) and newer "
+    "(`prev`) pages that exist.",
+    responses={
+        200: {"description": "the page", "headers": openapi.headers("Link")},
+        404: openapi.error("`unknown_reference`: no order has that id", "unknown_reference"),
+        422: {"description": "malformed parameters, both references, or a timestamp without offset"},
+        503: openapi.error("the read model is unavailable", "service_unavailable"),
+    },
+)
+def list_buy_orders(
+    request: Request,
+    adapters: Adapters,
+    page_size: Annotated[int, Query(ge=1, le=1000, description="orders per page")] = 10,
+    last_reference: Annotated[
+        uuid.UUID | None, Query(description="the `id` of the last order of a page: the page just older")
+    ] = None,
+    first_reference: Annotated[
+        uuid.UUID | None, Query(description="the `id` of the first order of a page: the page just newer")
+    ] = None,
+    currency: Annotated[
+        list[Currency] | None, Query(description="only these currencies (repeatable: `currency=USD&currency=EUR`)")
+    ] = None,
+    created_gte: Annotated[
+        Timestamp | None, Query(description="only orders created at or after this RFC 3339 time (with offset)")
+    ] = None,
+    created_lt: Annotated[
+        Timestamp | None, Query(description="only orders created before this RFC 3339 time (with offset)")
+    ] = None,
+) -> Response:
+    if last_reference is not None and first_reference is not None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "first_reference"),
+                    "msg": "give last_reference (older) or first_reference (newer), not both",
+                    "input": str(first_reference),
+                }
+            ]
+        )
+    query = PageQuery(
+        page_size,
+        last_reference,
+        first_reference,
+        tuple(sorted({c.value for c in currency or ()})),
+        created_gte,
+        created_lt,
     )
-    read_model = ReadModel(engine)
-    # /readyz pings on connections of its own, never one of the pool the request threads hold.
-    probe_engine = db.create_engine(settings.read_model_db_url, web.PROBE_THREADS, "fetch_buy_orders_probe")
-    connect_args, connect_params = engine.dialect.create_connect_args(engine.url)
+    page = adapters.read_model.fetch_page(query)
+    reference = last_reference or first_reference
+    link = link_header(
+        request.url.path, request.query_params.multi_items(), page, str(reference) if reference else None
+    )
+    return Response(page.body, media_type="application/json", headers={"Link": link} if link else None)
 
-    def listen_connection() -> psycopg2.extensions.connection:
-        # The suite's connection parameters (keepalives: a silently dead network is noticed in
-        # seconds, and the listener reopened); it runs in autocommit, so never idle in a transaction.
-        return psycopg2.connect(*connect_args, **{**connect_params, **db.connect_args("fetch_buy_orders_listen")})
 
-    arrivals = Arrivals(listen_connection, settings.read_your_write_max_waiters)
-    max_wait = settings.read_your_write_max_wait_seconds
+@router.get(
+    "/buy_orders/{order_id}",
+    operation_id="getBuyOrder",
+    response_model=BuyOrderResource,
+    tags=["buy orders"],
+    summary="One order",
+    description="With `Prefer: wait=N` (RFC 7240) a request for an order not projected yet waits up to N "
+    "seconds (at most `READ_YOUR_WRITE_MAX_WAIT_SECONDS`) and is answered as soon as the order lands: "
+    "read your own write from the 201's `Location`.",
+    responses={
+        200: {"description": "the order", "headers": openapi.headers("Preference-Applied")},
+        404: openapi.error(
+            "no such order (yet); after a wait, with `Retry-After` and `Preference-Applied`",
+            "order_not_found",
+            with_headers=("Retry-After", "Preference-Applied"),
+        ),
+        503: openapi.error("the read model is unavailable", "service_unavailable"),
+    },
+)
+async def get_buy_order(request: Request, order_id: uuid.UUID, adapters: Adapters) -> Response:
+    read_model = adapters.read_model
+    wait = preferred_wait(request.headers.getlist("prefer"))
+    seconds = min(wait, settings_of(request).read_your_write_max_wait_seconds) if wait else 0
+    if seconds <= 0:
+        return await _one(read_model, order_id)
+    with adapters.arrivals.wait_for(order_id) as landed:
+        if landed is None:  # no wait can be offered now (too many waiters, not listening)
+            return await _one(read_model, order_id)
+        return await _waited(read_model, order_id, landed, seconds)
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await arrivals.start()
-        yield
-        await arrivals.stop()
-        engine.dispose()
-        probe_engine.dispose()
 
-    async def readiness() -> dict[str, bool]:
-        return {"read_model": await web.probe(db.ping, probe_engine)}
+async def _one(read_model: ReadModel, order_id: uuid.UUID, headers: dict[str, str] | None = None) -> Response:
+    body = await anyio.to_thread.run_sync(read_model.one_body, order_id)
+    return Response(body, media_type="application/json", headers=headers)
 
-    app = web.create_app(
+
+async def _waited(read_model: ReadModel, order_id: uuid.UUID, landed: asyncio.Event, seconds: int) -> Response:
+    applied = {"Preference-Applied": f"wait={seconds}"}
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:  # registered before the first look: a landing in between is not missed
+        landed.clear()
+        try:
+            return await _one(read_model, order_id, applied)
+        except OrderNotFound as missing:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return _not_found(missing, applied)
+            try:
+                await asyncio.wait_for(landed.wait(), remaining)
+            except TimeoutError:
+                return _not_found(missing, applied)
+
+
+def _not_found(missing: OrderNotFound, applied: dict[str, str]) -> Response:
+    response = web.error_response(404, missing.code, missing.message, RETRY_AFTER_SECONDS)
+    response.headers.update(applied)
+    return response
+
+
+def create_app(
+    settings: FetchBuyOrdersSettings,
+    bootstrap: Callable[[FetchBuyOrdersSettings], startup.Adapters] = build_adapters,
+) -> FastAPI:
+    app = startup.http_app(
         "fetch_buy_orders",
-        "Page through all buy orders, newest first, in both directions and filtered. Keyset paging: every "
-        "page costs the same, at any depth and whatever the filter.",
-        readiness,
-        lifespan,
+        DESCRIPTION,
+        settings,
+        bootstrap,
         thread_limit=settings.db_pool_size,  # one pooled connection per request thread (no overflow)
     )
-    openapi.install(app)
-    app.state.arrivals = arrivals
-
-    @app.get(
-        "/buy_orders",
-        operation_id="listBuyOrders",
-        response_model=BuyOrderPage,
-        tags=["buy orders"],
-        summary="A page of orders, newest first",
-        description="Keyset pages in both directions: `last_reference` gives the page just older than that "
-        "order, `first_reference` the page just newer (still newest first inside the page). Filters combine "
-        "with each other and with either reference. The `Link` header names the older (`next`) and newer "
-        "(`prev`) pages that exist.",
-        responses={
-            200: {"description": "the page", "headers": openapi.headers("Link")},
-            404: openapi.error("`unknown_reference`: no order has that id", "unknown_reference"),
-            422: {"description": "malformed parameters, both references, or a timestamp without offset"},
-            503: openapi.error("the read model is unavailable", "service_unavailable"),
-        },
-    )
-    def list_buy_orders(
-        request: Request,
-        page_size: Annotated[int, Query(ge=1, le=1000, description="orders per page")] = 10,
-        last_reference: Annotated[
-            uuid.UUID | None, Query(description="the `id` of the last order of a page: the page just older")
-        ] = None,
-        first_reference: Annotated[
-            uuid.UUID | None, Query(description="the `id` of the first order of a page: the page just newer")
-        ] = None,
-        currency: Annotated[
-            list[Currency] | None, Query(description="only these currencies (repeatable: `currency=USD&currency=EUR`)")
-        ] = None,
-        created_gte: Annotated[
-            Timestamp | None, Query(description="only orders created at or after this RFC 3339 time (with offset)")
-        ] = None,
-        created_lt: Annotated[
-            Timestamp | None, Query(description="only orders created before this RFC 3339 time (with offset)")
-        ] = None,
-    ) -> Response:
-        if last_reference is not None and first_reference is not None:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("query", "first_reference"),
-                        "msg": "give last_reference (older) or first_reference (newer), not both",
-                        "input": str(first_reference),
-                    }
-                ]
-            )
-        query = PageQuery(
-            page_size,
-            last_reference,
-            first_reference,
-            tuple(sorted({c.value for c in currency or ()})),
-            created_gte,
-            created_lt,
-        )
-        page = read_model.fetch_page(query)
-        reference = last_reference or first_reference
-        link = link_header(
-            request.url.path, request.query_params.multi_items(), page, str(reference) if reference else None
-        )
-        return Response(page.body, media_type="application/json", headers={"Link": link} if link else None)
-
-    @app.get(
-        "/buy_orders/{order_id}",
-        operation_id="getBuyOrder",
-        response_model=BuyOrderResource,
-        tags=["buy orders"],
-        summary="One order",
-        description="With `Prefer: wait=N` (RFC 7240) a request for an order not projected yet waits up to N "
-        "seconds (at most `READ_YOUR_WRITE_MAX_WAIT_SECONDS`) and is answered as soon as the order lands: "
-        "read your own write from the 201's `Location`.",
-        responses={
-            200: {"description": "the order", "headers": openapi.headers("Preference-Applied")},
-            404: openapi.error(
-                "no such order (yet); after a wait, with `Retry-After` and `Preference-Applied`",
-                "order_not_found",
-                with_headers=("Retry-After", "Preference-Applied"),
-            ),
-            503: openapi.error("the read model is unavailable", "service_unavailable"),
-        },
-    )
-    async def get_buy_order(request: Request, order_id: uuid.UUID) -> Response:
-        wait = preferred_wait(request.headers.getlist("prefer"))
-        seconds = min(wait, max_wait) if wait else 0
-        if seconds <= 0:
-            return await _one(order_id)
-        with arrivals.wait_for(order_id) as landed:
-            if landed is None:  # no wait can be offered now (too many waiters, not listening)
-                return await _one(order_id)
-            return await _waited(order_id, landed, seconds)
-
-    async def _one(order_id: uuid.UUID, headers: dict[str, str] | None = None) -> Response:
-        body = await anyio.to_thread.run_sync(read_model.one_body, order_id)
-        return Response(body, media_type="application/json", headers=headers)
-
-    async def _waited(order_id: uuid.UUID, landed: asyncio.Event, seconds: int) -> Response:
-        applied = {"Preference-Applied": f"wait={seconds}"}
-        deadline = asyncio.get_running_loop().time() + seconds
-        while True:  # registered before the first look: a landing in between is not missed
-            landed.clear()
-            try:
-                return await _one(order_id, applied)
-            except OrderNotFound as missing:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    return _not_found(missing, applied)
-                try:
-                    await asyncio.wait_for(landed.wait(), remaining)
-                except TimeoutError:
-                    return _not_found(missing, applied)
-
-    def _not_found(missing: OrderNotFound, applied: dict[str, str]) -> Response:
-        response = web.error_response(404, missing.code, missing.message, RETRY_AFTER_SECONDS)
-        response.headers.update(applied)
-        return response
-
+    app.include_router(router)
     return app

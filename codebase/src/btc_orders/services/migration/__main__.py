@@ -8,7 +8,7 @@ from yoyo import get_backend, read_migrations
 
 from btc_orders import logs
 from btc_orders.adapters.db import libpq_url, migrations_dir
-from btc_orders.services import configured, startup_reason
+from btc_orders.services.startup import configured, startup_reason
 from btc_orders.settings import MigrationSettings
 
 log = logging.getLogger(__name__)

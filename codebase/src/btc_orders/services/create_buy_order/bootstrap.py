@@ -1,0 +1,61 @@
+"""create_buy_order's composition root: every adapter it uses, built at start (the app's lifespan).
+
+The schema check and the cap ledger's `ensure_cap` run here and nowhere else.
+"""
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from btc_orders import metrics, web
+from btc_orders.adapters import db
+from btc_orders.adapters.btc_price_client import BtcPriceClient
+from btc_orders.adapters.write_model import WriteModel
+from btc_orders.services.startup import engine_at_schema
+from btc_orders.settings import CreateBuyOrderSettings
+
+
+@dataclass(frozen=True)
+class CreateAdapters:
+    orders: WriteModel
+    prices: BtcPriceClient
+    engine: Engine
+    probe_engine: Engine
+
+    async def start(self) -> None:
+        pass
+
+    async def readiness(self) -> dict[str, bool]:
+        return {
+            "write_model": await web.probe(db.ping, self.probe_engine),
+            "btc_price": await web.probe(self.prices.ping),
+        }
+
+    async def close(self) -> None:
+        self.prices.close()
+        self.engine.dispose()
+        self.probe_engine.dispose()
+
+
+def bootstrap(settings: CreateBuyOrderSettings) -> CreateAdapters:
+    # Autocommit: an order is one statement on the fast path (see WriteModel).
+    engine = engine_at_schema(
+        settings.write_model_db_url, settings.db_pool_size, "create_buy_order", "write_model", autocommit=True
+    )
+    orders = WriteModel(engine, settings.cap_ledger_slots, engine_autocommit=True)
+    orders.ensure_cap(settings.btc_cap_satoshis)
+    # Probes (/readyz, the cap gauges of /metrics) read through connections of their own: never
+    # one of the pool the request threads hold (web.probe bounds their threads).
+    probe_engine = db.create_engine(
+        settings.write_model_db_url, web.PROBE_THREADS, "create_buy_order_probe", autocommit=True
+    )
+    metrics.register(
+        metrics.CapCollector(WriteModel(probe_engine, settings.cap_ledger_slots, engine_autocommit=True).cap_status)
+    )
+    prices = BtcPriceClient(
+        str(settings.btc_price_url),
+        settings.btc_price_timeout_seconds,
+        settings.rate_max_age_seconds,
+        reuse_seconds=settings.rate_ttl_seconds,
+    )
+    return CreateAdapters(orders, prices, engine, probe_engine)

@@ -1,0 +1,51 @@
+"""fetch_buy_orders' composition root: every adapter it uses, built at start (the app's lifespan)."""
+
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2.extensions
+from sqlalchemy import Engine
+
+from btc_orders import web
+from btc_orders.adapters import db
+from btc_orders.adapters.read_model import ReadModel
+from btc_orders.services.fetch_buy_orders.arrivals import Arrivals
+from btc_orders.services.startup import engine_at_schema
+from btc_orders.settings import FetchBuyOrdersSettings
+
+
+@dataclass(frozen=True)
+class FetchAdapters:
+    read_model: ReadModel
+    arrivals: Arrivals
+    engine: Engine
+    probe_engine: Engine
+
+    async def start(self) -> None:
+        await self.arrivals.start()
+
+    async def readiness(self) -> dict[str, bool]:
+        return {"read_model": await web.probe(db.ping, self.probe_engine)}
+
+    async def close(self) -> None:
+        await self.arrivals.stop()
+        self.engine.dispose()
+        self.probe_engine.dispose()
+
+
+def bootstrap(settings: FetchBuyOrdersSettings) -> FetchAdapters:
+    # Every query of this service is one read-only statement: autocommit saves BEGIN and ROLLBACK.
+    engine = engine_at_schema(
+        settings.read_model_db_url, settings.db_pool_size, "fetch_buy_orders", "read_model", autocommit=True
+    )
+    # /readyz pings on connections of its own, never one of the pool the request threads hold.
+    probe_engine = db.create_engine(settings.read_model_db_url, web.PROBE_THREADS, "fetch_buy_orders_probe")
+    connect_args, connect_params = engine.dialect.create_connect_args(engine.url)
+
+    def listen_connection() -> psycopg2.extensions.connection:
+        # The suite's connection parameters (keepalives: a silently dead network is noticed in
+        # seconds, and the listener reopened); it runs in autocommit, so never idle in a transaction.
+        return psycopg2.connect(*connect_args, **{**connect_params, **db.connect_args("fetch_buy_orders_listen")})
+
+    arrivals = Arrivals(listen_connection, settings.read_your_write_max_waiters)
+    return FetchAdapters(ReadModel(engine), arrivals, engine, probe_engine)

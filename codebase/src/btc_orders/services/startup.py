@@ -1,0 +1,224 @@
+"""Starting a process: settings, the one-line start-up failure, `serve()` and `run_worker()`.
+
+Every start-up failure, whatever its cause (a setting, a port in use, a database that is
+unreachable, behind or refusing), stops the process with one line naming what to change
+and a non-zero exit status, never a traceback: `starting()` is the one place that says so.
+"""
+
+import errno
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from typing import NoReturn, Protocol, TypeVar
+
+import psycopg2
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from btc_orders import logs, metrics, openapi, settings, web
+from btc_orders.adapters import db
+from btc_orders.domain.errors import DomainError
+from btc_orders.services.worker import Backoff, StopFlag
+
+SettingsT = TypeVar("SettingsT", bound=settings.BaseServiceSettings)
+
+STARTUP_WAIT_SECONDS = 30
+EXIT_REFUSED = 3  # also gunicorn's "worker failed to boot": it stops instead of forking again
+log = logging.getLogger(__name__)
+
+
+class StartupFailure(Exception):
+    """A reason not to start, as the one line the operator reads (what to change)."""
+
+
+def configured(service: str, settings_class: type[SettingsT]) -> SettingsT:
+    """Load the settings (or exit with one line naming the bad variable) and set up logging."""
+    with starting(service):  # e.g. an unreadable .env: one line too
+        loaded = settings.load(settings_class)
+        logs.configure(service, loaded.log_level, loaded.fluentd_host, loaded.fluentd_port)
+    return loaded
+
+
+def refuse_to_start(reason: str) -> NoReturn:
+    """Stop at start with one clear line (and a non-zero exit status)."""
+    print(f"refusing to start: {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_REFUSED)
+
+
+@contextmanager
+def starting(service: str) -> Iterator[None]:
+    """Wrap everything a process does before it serves: whatever fails there is one line.
+
+    The traceback of an unexpected failure is still logged, at DEBUG (`LOG_LEVEL=DEBUG`).
+    """
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        log.debug("startup_failed", exc_info=error)
+        refuse_to_start(startup_reason(service, error))
+
+
+def startup_reason(service: str, error: Exception) -> str:
+    """The one line for a start-up failure: what failed, in the operator's terms."""
+    if isinstance(error, StartupFailure):
+        return str(error)
+    if isinstance(error, DomainError):
+        return error.message
+    if isinstance(error, DBAPIError | psycopg2.Error):
+        return f"the database refused what {service} does at start: {db.first_line(error)}"
+    return f"{service} failed at start: {type(error).__name__}: {db.first_line(error)}"
+
+
+def bind(port: int, variable: str, host: str = "0.0.0.0") -> socket.socket:
+    """A socket bound to `port` (not yet listening), or `StartupFailure` naming `variable`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and gunicorn do
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise StartupFailure(port_unavailable(variable, port, error)) from None
+    return sock
+
+
+def port_unavailable(variable: str, port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return f"{variable}: port {port} is already in use; stop what holds it or set {variable} to a free port"
+    return f"{variable}: port {port} cannot be bound ({error.strerror or error}); set {variable} to another port"
+
+
+def serve_metrics(loaded: settings.BaseServiceSettings, field: str = "metrics_port") -> None:
+    """Serve a worker's `/metrics` on the port its settings name (0: none), or `StartupFailure`."""
+    port: int = getattr(loaded, field)
+    variable = type(loaded).model_fields[field].alias or field.upper()
+    try:
+        metrics.serve(port)
+    except OSError as error:
+        raise StartupFailure(port_unavailable(variable, port, error)) from None
+
+
+def engine_at_schema(url: str, pool_size: int, service: str, database: str, autocommit: bool = False) -> Engine:
+    """A pooled engine for `database`, or stop at start if its schema is not the one this code needs."""
+    engine = db.create_engine(url, pool_size, service, autocommit)
+    deadline = time.monotonic() + STARTUP_WAIT_SECONDS
+    backoff = Backoff(first=0.5, ceiling=2.0)  # jittered: replicas started together do not retry in step
+    while True:
+        try:
+            db.check_schema(engine, database)
+            return engine
+        except db.DatabaseUnreachable as error:
+            # It may be starting (compose, a restart): wait a while, then give up loudly.
+            if time.monotonic() > deadline:
+                refuse_to_start(str(error))
+            logs.event(log, "database_not_ready", logging.WARNING, database=database, reason=str(error))
+            time.sleep(backoff.delay())
+        except db.SchemaNotReady as error:
+            refuse_to_start(str(error))
+
+
+class Adapters(Protocol):
+    """What an HTTP service's bootstrap builds (its composition root): the adapters its routes
+    depend on, started, probed by `/readyz` and closed by the app's lifespan."""
+
+    async def start(self) -> None: ...
+
+    async def readiness(self) -> dict[str, bool]: ...
+
+    async def close(self) -> None: ...
+
+
+def http_app(
+    service: str,
+    description: str,
+    loaded: SettingsT,
+    bootstrap: Callable[[SettingsT], Adapters],
+    thread_limit: int | None = None,
+) -> FastAPI:
+    """An HTTP service's app, built without I/O: `bootstrap(loaded)` builds the adapters when the
+    app starts (its lifespan), and the routes reach them through `app.state` (each service's
+    `deps`). Tests pass a bootstrap of fakes, or override the dependencies."""
+    app: FastAPI
+
+    async def readiness() -> dict[str, bool]:
+        adapters: Adapters = app.state.adapters
+        return await adapters.readiness()
+
+    app = web.create_app(service, description, readiness, _lifespan(service, lambda: bootstrap(loaded)), thread_limit)
+    app.state.settings = loaded
+    openapi.install(app)
+    return app
+
+
+def _lifespan(
+    service: str, bootstrap: Callable[[], Adapters]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with starting(service), _stopped_at_once_by_sigterm():  # a failure: one line, exit 3
+            adapters = bootstrap()
+            await adapters.start()
+        app.state.adapters = adapters
+        try:
+            yield
+        finally:
+            await adapters.close()
+
+    return lifespan
+
+
+@contextmanager
+def _stopped_at_once_by_sigterm() -> Iterator[None]:
+    """While the adapters are built (a database that is starting may be waited for), SIGTERM stops
+    the process at once, as it did before the server took the signals over."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # e.g. a TestClient's lifespan: signals are the main thread's
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve(service: str, settings_class: type[SettingsT], create_app: Callable[[SettingsT], FastAPI]) -> None:
+    """Run one HTTP service in this process with uvicorn, on the port its settings name.
+
+    The port is bound first, so a port in use stops the process before it touches a database;
+    the app's lifespan then builds its adapters (a failure there is one line too, and exit 3).
+    """
+    loaded = configured(service, settings_class)
+    port: int = getattr(loaded, "port")  # noqa: B009  (every HTTP service's settings have a port)
+    variable = settings_class.model_fields["port"].alias or "PORT"
+    with starting(service):
+        sock = bind(port, variable)
+        app = create_app(loaded)
+    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(EXIT_REFUSED)  # the lifespan refused to start, and said why in one line
+
+
+def run_worker(
+    service: str,
+    settings_class: type[SettingsT],
+    start: Callable[[SettingsT], Callable[[StopFlag], None]],
+) -> None:
+    """Run one worker until SIGTERM or SIGINT: load its settings, `start(settings)` (its
+    composition root: the schema check and adapters, under `starting`), serve its `/metrics`,
+    then run what `start` returned until the stop flag is set."""
+    loaded = configured(service, settings_class)
+    with starting(service):
+        run = start(loaded)
+        stop = StopFlag()
+        serve_metrics(loaded)
+    run(stop)

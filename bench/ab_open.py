@@ -14,19 +14,16 @@ processes used per order (from /proc) and the PUT latency, per run and as median
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import secrets
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "codebase" / "tests" / "support"))
-from fake_coinbase import FakeCoinbase
-
-from pipeline import GUNICORN_CONF, PG_ADMIN, Service, db_url, dotenv, log, pct, sql, start
-from pipeline_load import cpu_by_group, cpu_used, open_loop
+from benchkit import cpu, log, pg
+from benchkit.openloop import run_open_loop
+from benchkit.pipeline_run import BTC_CAP, production_env, statuses
+from benchkit.services import Processes
+from benchkit.stats import pct
+from tests.support.fake_coinbase import FakeCoinbase
 
 
 def main() -> int:
@@ -49,21 +46,19 @@ def main() -> int:
         variants["current"] = ""
 
     write_db = f"bench_abo_{secrets.token_hex(4)}"
-    sql(PG_ADMIN, f'CREATE DATABASE "{write_db}"')
+    pg.create_database(write_db)
     coinbase = FakeCoinbase().start()
-    services: list[Service] = []
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    procs = Processes()
+    cpu_ms: dict[str, list[float]] = {name: [] for name in variants}
     p99: dict[str, list[float]] = {name: [] for name in variants}
     try:
         from btc_orders.services.migration.__main__ import migrate
 
-        migrate("write_model", db_url(write_db, True))
-        gunicorn = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF)]
-        env = {**dotenv(), "LOG_LEVEL": args.log_level, "FLUENTD_HOST": "", "COINBASE_API_URL": coinbase.url}
-        btc_price = start("btc_price", gunicorn, {**env, "BTC_ORDERS_SERVICE": "btc_price"}, "BTC_PRICE_PORT")
-        services.append(btc_price)
-        env |= {"BTC_PRICE_URL": btc_price.url, "WRITE_MODEL_DB_URL": db_url(write_db, True), "BTC_CAP": "21000000"}
-        env |= {"WEB_CONCURRENCY": str(args.workers), "BTC_ORDERS_SERVICE": "create_buy_order"}
+        migrate("write_model", pg.db_url(write_db, True))
+        env = production_env(coinbase.url, args.log_level)
+        btc_price = procs.gunicorn("btc_price", args.workers, env, ready_path="/readyz")
+        assert btc_price.url
+        env |= {"BTC_PRICE_URL": btc_price.url, "WRITE_MODEL_DB_URL": pg.db_url(write_db, True), "BTC_CAP": BTC_CAP}
         for round_ in range(args.rounds):
             order = list(variants.items())
             if round_ % 2:
@@ -71,33 +66,32 @@ def main() -> int:
             for name, variant in order:
                 src, _, level = variant.partition("@")
                 own = {**({"PYTHONPATH": src} if src else {}), **({"LOG_LEVEL": level} if level else {})}
-                create = start(name, gunicorn, {**env, **own}, "CREATE_BUY_ORDER_PORT")
-                asyncio.run(open_loop(create.url, args.rate, 2))  # warm-up
-                sessions = {create.process.pid: name}
-                before = cpu_by_group(sessions, ())
-                load = asyncio.run(open_loop(create.url, args.rate, args.seconds))
-                used = cpu_used(before, cpu_by_group(sessions, ()))[name]
-                ok = load.statuses.get("201", 0)
-                cpu[name].append(1000 * used / max(ok, 1))
-                p99[name].append(pct(load.latency_ms, 99))
+                create = procs.gunicorn("create_buy_order", args.workers, {**env, **own}, ready_path="/readyz")
+                assert create.url
+                run_open_loop(create.url, args.rate, 2)  # warm-up
+                groups = {create.pid: name}
+                before = cpu.snapshot(groups)
+                load = run_open_loop(create.url, args.rate, args.seconds)
+                used = cpu.used(before, cpu.snapshot(groups))[name]
+                ok = load.statuses.get(201, 0)
+                cpu_ms[name].append(1000 * used / max(ok, 1))
+                p99[name].append(pct(load.put_latency_ms, 99))
                 log(
-                    f"{name} r{round_}: {ok} orders, CPU {cpu[name][-1]:.3f} ms/order, PUT p50 "
-                    f"{pct(load.latency_ms, 50):.1f} p99 {p99[name][-1]:.1f} ms, other statuses "
-                    f"{ {k: v for k, v in load.statuses.items() if k != '201'} }"
+                    f"{name} r{round_}: {ok} orders, CPU {cpu_ms[name][-1]:.3f} ms/order, PUT p50 "
+                    f"{pct(load.put_latency_ms, 50):.1f} p99 {p99[name][-1]:.1f} ms, other statuses "
+                    f"{ {k: v for k, v in statuses(load).items() if k != '201'} }"
                 )
-                create.stop()
+                procs.stop(create)
     finally:
-        for service in services:
-            with contextlib.suppress(Exception):
-                service.stop()
+        procs.stop_all()
         coinbase.stop()
         with contextlib.suppress(Exception):
-            sql(PG_ADMIN, f'DROP DATABASE IF EXISTS "{write_db}" WITH (FORCE)')
+            pg.drop_database(write_db)
     print(f"\nmedians over {args.rounds} rounds, {args.rate:.0f}/s for {args.seconds:.0f} s, {args.workers} worker(s):")
     for name in variants:
         print(
-            f"  {name:>12}: {statistics.median(cpu[name]):.3f} ms CPU/order "
-            f"(runs {', '.join(f'{v:.3f}' for v in cpu[name])}), PUT p99 {statistics.median(p99[name]):.1f} ms"
+            f"  {name:>12}: {statistics.median(cpu_ms[name]):.3f} ms CPU/order "
+            f"(runs {', '.join(f'{v:.3f}' for v in cpu_ms[name])}), PUT p99 {statistics.median(p99[name]):.1f} ms"
         )
     return 0
 

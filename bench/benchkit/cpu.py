@@ -9,6 +9,10 @@ exit unreaped between two readings are lost: read around a steady state.
     with CpuMeter(group=proc.pid) as meter:
         run_load()
     meter.seconds  # CPU seconds the group used meanwhile
+
+    before = snapshot({proc.pid: proc.name}, ("bench_db",))   # the whole suite, by group
+    run_load()
+    used(before, snapshot({proc.pid: proc.name}, ("bench_db",)))  # {"create_buy_order": s, "postgres": s, ...}
 """
 
 from __future__ import annotations
@@ -55,6 +59,14 @@ def all_stats() -> list[ProcStat]:
     return found
 
 
+def cmdline(pid: int) -> str:
+    """/proc/<pid>/cmdline with spaces for the NULs ("" if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes (gone ones count 0)."""
     return sum(s.cpu_seconds for pid in pids if (s := stat(pid)) is not None)
@@ -98,3 +110,33 @@ class CpuMeter:
     ) -> None:
         with contextlib.suppress(OSError):
             self.seconds = self.read() - self.start
+
+
+Snapshot = dict[str, dict[int, float]]  # group -> pid -> CPU seconds so far
+
+
+def snapshot(groups: dict[int, str], databases: tuple[str, ...] = ()) -> Snapshot:
+    """CPU seconds so far of every process, by group: each process group of `groups` (pgid -> name; a
+    member's reaped children included), the Postgres backends of `databases` ("postgres"), Postgres's
+    background processes ("postgres (background)") and RabbitMQ's Erlang VM ("rabbitmq"); the last two
+    serve anything else on this machine as well."""
+    found: Snapshot = {name: {} for name in groups.values()}
+    found |= {"postgres": {}, "postgres (background)": {}, "rabbitmq": {}}
+    for process in all_stats():
+        if process.pgrp in groups:
+            found[groups[process.pgrp]][process.pid] = process.cpu_seconds + process.children_cpu_seconds
+            continue
+        command = cmdline(process.pid)
+        if command.startswith("postgres: "):
+            if any(f" {db} " in command for db in databases):
+                found["postgres"][process.pid] = process.cpu_seconds
+            elif "(" not in command and "autovacuum worker" not in command:
+                found["postgres (background)"][process.pid] = process.cpu_seconds
+        elif "beam.smp" in command and "rabbit" in command:
+            found["rabbitmq"][process.pid] = process.cpu_seconds
+    return found
+
+
+def used(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """CPU seconds each group used between two snapshots (a process born in between: all of its time)."""
+    return {g: sum(cpu - before.get(g, {}).get(pid, 0.0) for pid, cpu in pids.items()) for g, pids in after.items()}

@@ -93,7 +93,7 @@ def pgbench(label: str, db_url: str, script: str, clients: int, seconds: float) 
         PGBENCH, "-n", "-f", str(BENCH / "pgbench" / script), "-c", str(clients), "-j", str(min(clients, 2)),
         "-T", str(max(1, round(seconds))), db_url,
     ]  # fmt: skip
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + 60)
     tps = re.search(r"tps = ([\d.]+)", out.stdout)
     if not tps:
         raise SystemExit(f"pgbench failed: {out.stdout}\n{out.stderr}")

@@ -18,6 +18,8 @@ from typing import Any
 from benchkit import log
 from benchkit.stats import pct
 
+LATE_START_MS = 5.0  # a request started later than this after its scheduled instant counts as a late start
+
 
 class Http:
     """A minimal HTTP/1.1 keep-alive connection pool on asyncio streams (cheap per request)."""
@@ -77,6 +79,8 @@ class OpenLoop:
     seconds: float
     put_latency_ms: list[float] = field(default_factory=list)
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
+    failures: collections.Counter[str] = field(default_factory=collections.Counter)  # no answer: error's name
+    elapsed: float = 0.0  # seconds from the first scheduled start to the last answer
     late_starts: int = 0
     connections: int = 0
     lag: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, lag ms)
@@ -101,11 +105,12 @@ def run_open_loop(*args: Any, **kwargs: Any) -> OpenLoop:
 
 async def open_loop(
     create_url: str, rate: float, seconds: float, fetch_url: str | None = None, track_per_second: float = 10,
-    poll_ms: float = 5, lag_timeout: float = 10,
+    poll_ms: float = 5, lag_timeout: float = 10, request_timeout: float = 10,
 ) -> OpenLoop:  # fmt: skip
     """Requests start on a fixed schedule whatever the answers (no coordinated omission):
-    latency counts from the scheduled start. With `fetch_url`, a sample of the created orders
-    is polled with `GET /buy_orders/{id}` every `poll_ms` until it answers 200."""
+    latency counts from the scheduled start. A request without an answer within `request_timeout`
+    (or whose connection fails) counts in `failures`, its latency until then included. With `fetch_url`,
+    a sample of the created orders is polled with `GET /buy_orders/{id}` every `poll_ms` until it answers 200."""
     result = OpenLoop(rate, seconds)
     create = Http.to(create_url)
     fetch = Http.to(fetch_url) if fetch_url else None
@@ -135,7 +140,12 @@ async def open_loop(
             f'{{"currency":"{currencies[number % 3]}","amount":"{random.randint(1, 999)}.{random.randint(0, 99):02d}",'
             f'"idempotence_key":"{uuid.uuid4()}"}}'
         ).encode()
-        status, payload = await create.request("PUT", "/buy_order", body)
+        try:
+            status, payload = await asyncio.wait_for(create.request("PUT", "/buy_order", body), request_timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
+            result.put_latency_ms.append((loop.time() - scheduled) * 1000)
+            result.failures[type(error).__name__] += 1
+            return
         done = loop.time()
         result.put_latency_ms.append((done - scheduled) * 1000)
         result.statuses[status] += 1
@@ -150,13 +160,14 @@ async def open_loop(
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        elif delay < -0.005:
+        elif delay < -LATE_START_MS / 1000:
             result.late_starts += 1
         task = asyncio.create_task(one(number, scheduled))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.wait(tasks, timeout=lag_timeout + 30)
+    result.elapsed = loop.time() - start
     create.close()
     result.connections = create.opened
     if fetch:
@@ -167,7 +178,8 @@ async def open_loop(
 def log_open_loop(label: str, run: OpenLoop) -> None:
     lat = run.put_latency_ms
     log(
-        f"{label}: {len(lat)} PUTs, statuses {dict(run.statuses)}, p50 {pct(lat, 50):.1f} p99 {pct(lat, 99):.1f} ms, "
+        f"{label}: {len(lat)} PUTs, statuses {dict(run.statuses)}, failures {dict(run.failures)}, "
+        f"p50 {pct(lat, 50):.1f} p99 {pct(lat, 99):.1f} ms, "
         f"late starts {run.late_starts}, lag samples {len(run.lag)} (unseen {run.lag_unseen})"
         + (
             f", lag p50 {pct([v for _, v in run.lag], 50):.1f} p99 {pct([v for _, v in run.lag], 99):.1f} ms"

@@ -68,7 +68,7 @@ def drop_database(name: str, server: str = PG_ADMIN) -> None:
 
 def execute(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
     """Run one statement on its own autocommit connection; its rows, if it returns any."""
-    connection = psycopg2.connect(url)
+    connection = psycopg2.connect(url, connect_timeout=5)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:

@@ -1,7 +1,8 @@
-"""Render both reports from synthetic figures, in seconds, so that a template and the figures fed
-to it cannot drift apart unnoticed until the end of a 20-minute run (./test.sh runs this with the
-linters: `python -m benchkit.selfcheck` from bench/). Fails on a placeholder without a figure
-(string.Template.substitute raises) and on a figure rendered as NaN."""
+"""Render every report (suite.md, paging.md, pipeline.md) from synthetic figures, in seconds, so
+that a template and the figures fed to it cannot drift apart unnoticed until the end of a
+20-minute run (./test.sh runs this with the linters: `python -m benchkit.selfcheck` from
+bench/). Fails on a placeholder without a figure (string.Template.substitute raises) and on a
+figure rendered as NaN."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 import sys
 from typing import Any
 
-from benchkit import REPO, paging_report, suite_report
+from benchkit import REPO, paging_report, pipeline_report, suite_report
 from benchkit.load import PgbenchResult, WrkResult
 from benchkit.openloop import OpenLoop
 from benchkit.paging_cases import Case
@@ -106,6 +107,24 @@ def paging_inputs() -> tuple[argparse.Namespace, dict[str, Any], Any]:
     return args, measured, filtered
 
 
+def pipeline_results() -> dict[str, Any]:
+    step = {
+        "rate": 100.0, "achieved": 99.0, "statuses": {"201": 990, "TimeoutError": 1}, "unprojected": 1,
+        "put_p50": 5.0, "put_p99": 40.0, "put_max": 60.0, "lag_p50": 20.0, "lag_p99": 80.0, "lag_max": 90.0,
+        "late_starts": 2, "holds": True, "generator_ms_per_order": 0.5,
+        "cpu_ms_per_order": dict.fromkeys(pipeline_report.SUITE, 1.0),
+    }  # fmt: skip
+    args = {"rates": "100,200", "seconds": "20.0", "pgbench_seconds": "10.0", "all": "False", "quick": "False"}
+    return {
+        "machine": {**INFO, "postgres": "15", "load_before": "1.00", "load_after": "2.00"},
+        "note": "synthetic",
+        "args": {**args, "workers": "2"},
+        "naive_before": 250.0,
+        "naive_after": 230.0,
+        "steps": [step, {**step, "rate": 200.0, "holds": False}],
+    }
+
+
 def check(name: str, text: str) -> list[str]:
     # A placeholder without a figure has raised already (substitute); what is left to check is the figures.
     return [f"{name}: NaN in: {line[:100]}" for line in text.splitlines() if re.search(r"\bnan\b", line)]
@@ -120,7 +139,8 @@ def main() -> int:
         {},
     )
     paging_text, *_ = paging_report.report(*paging_inputs())
-    problems = check("suite.md", suite_text) + check("paging.md", paging_text)
+    pipeline_text = pipeline_report.report(pipeline_results())
+    problems = check("suite.md", suite_text) + check("paging.md", paging_text) + check("pipeline.md", pipeline_text)
     for problem in problems:
         print(problem, file=sys.stderr)
     print(f"benchkit.selfcheck: bench/templates/ {'do not render' if problems else 'render'}")

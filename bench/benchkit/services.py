@@ -85,7 +85,7 @@ class Processes:
     ) -> Proc:
         """Start `command`; with `url`, wait (60 s at most) until `url + ready_path` answers 200."""
         workdir = tempfile.TemporaryDirectory(prefix=f"bench_{name}_")
-        full_env = inherited_env(LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1", **env)
+        full_env = inherited_env(**{"LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **env})  # env may set LOG_LEVEL
         log_path = Path(workdir.name) / "out.log"
         proc = Proc(launch(name, command, full_env, log_path, own_group=True), workdir, url)
         self.running.append(proc)
@@ -101,22 +101,25 @@ class Processes:
         proc.description = f"uvicorn, one process (python -m btc_orders.services.{service})"
         return proc
 
-    def gunicorn(self, service: str, workers: int, env: dict[str, str], app: str | None = None) -> Proc:
-        """`service` under gunicorn with docker/gunicorn.conf.py and WEB_CONCURRENCY=`workers`; with `app`
-        (e.g. "trivial_app:app", from bench/) that app instead of the service's, under the same settings."""
+    def gunicorn(
+        self, service: str, workers: int, env: dict[str, str], app: str | None = None, ready_path: str | None = None
+    ) -> Proc:
+        """`service` under gunicorn with docker/gunicorn.conf.py (the run images' command) and
+        WEB_CONCURRENCY=`workers`; with `app` (e.g. "trivial_app:app", from bench/) that app instead of the
+        service's, under the same settings. Ready when `ready_path` answers 200 (default /healthz, /ping for `app`)."""
         port = free_port()
         command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)] + ([app] if app else [])
         extra = {"PYTHONPATH": str(BENCH)} if app else {}
-        full_env = {
+        full_env = {  # the arguments win over `env` (which may be a whole .env)
+            **extra,
+            **env,
             "BTC_ORDERS_SERVICE": service,
             PORT_VARIABLES[service]: str(port),
             "WEB_CONCURRENCY": str(workers),
-            **extra,
-            **env,
         }
         name = "trivial" if app else service
         url = f"http://127.0.0.1:{port}"
-        proc = self.start(name, command, full_env, url, ready_path="/ping" if app else "/healthz")
+        proc = self.start(name, command, full_env, url, ready_path=ready_path or ("/ping" if app else "/healthz"))
         proc.description = f"gunicorn, {workers} uvicorn workers"
         return proc
 

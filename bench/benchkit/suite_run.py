@@ -10,14 +10,14 @@ import contextlib
 import itertools
 import os
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchkit import log, pg
+from benchkit import pg
 from benchkit.services import Proc, Processes
+from benchkit.stores import amqp_url, stores
 from tests.support.fake_coinbase import FakeCoinbase
 
 RATE_TTL_SECONDS = 2.0
@@ -63,10 +63,6 @@ def coinbase_stats(stamps: list[tuple[float, str]], start: float, end: float) ->
     return out
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @dataclass
 class Run:
     args: argparse.Namespace
@@ -86,7 +82,7 @@ class Run:
 
     @property
     def amqp_url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
+        return amqp_url(self.vhost)
 
     def write_url(self, driver: bool = False) -> str:
         return pg.db_url(self.write_db, driver)
@@ -107,37 +103,18 @@ class Run:
 
 @contextlib.contextmanager
 def suite_environment(args: argparse.Namespace) -> Iterator[Run]:
-    """Databases (migrated; the naive cap table of pgbench/naive.sql beside), vhost, Coinbase and
-    btc_price; everything stopped, dropped and deleted afterwards, whatever happened."""
+    """The run's stores (benchkit.stores), Coinbase and btc_price; everything stopped, dropped and
+    deleted afterwards, whatever happened."""
     tag = f"{os.getpid()}_{secrets.token_hex(3)}"
-    coinbase = FakeCoinbase().start()
-    calls = TimedCalls()
-    coinbase.calls = calls
-    run = Run(args, f"bench_w_{tag}", f"bench_r_{tag}", f"bench_{tag}", coinbase, calls)
-    pg.create_database(run.write_db)
-    pg.create_database(run.read_db)
-    rabbitmqctl("add_vhost", run.vhost)
-    rabbitmqctl("set_permissions", "-p", run.vhost, "guest", ".*", ".*", ".*")
-    try:
-        from btc_orders.services.migration.__main__ import migrate
-
-        migrate("write_model", run.write_url(True))
-        migrate("read_model", run.read_url(True))
-        pg.execute(
-            run.write_url(),
-            "CREATE TABLE bench_naive_cap"
-            " (id int PRIMARY KEY, used_satoshis bigint NOT NULL, cap_satoshis bigint NOT NULL);"
-            "INSERT INTO bench_naive_cap VALUES (1, 0, 2100000000000000)",
-        )
-        btc_env = {"RATE_TTL_SECONDS": str(RATE_TTL_SECONDS), "COINBASE_API_URL": coinbase.url}
-        run.btc_price = run.procs.gunicorn("btc_price", 1, btc_env)
-        yield run
-    finally:
-        run.procs.stop_all()
-        coinbase.stop()
-        for name in (run.write_db, run.read_db):
-            with contextlib.suppress(Exception):
-                pg.drop_database(name)
-        with contextlib.suppress(Exception):
-            rabbitmqctl("delete_vhost", run.vhost)
-        log(f"cleaned up (databases {run.write_db}, {run.read_db}, vhost {run.vhost})")
+    with stores(f"bench_w_{tag}", f"bench_r_{tag}", f"bench_{tag}"):
+        coinbase = FakeCoinbase().start()
+        calls = TimedCalls()
+        coinbase.calls = calls
+        run = Run(args, f"bench_w_{tag}", f"bench_r_{tag}", f"bench_{tag}", coinbase, calls)
+        try:
+            btc_env = {"RATE_TTL_SECONDS": str(RATE_TTL_SECONDS), "COINBASE_API_URL": coinbase.url}
+            run.btc_price = run.procs.gunicorn("btc_price", 1, btc_env)
+            yield run
+        finally:
+            run.procs.stop_all()
+            coinbase.stop()

@@ -95,9 +95,16 @@ def filtered_cases(cursor: Any, orders: int) -> tuple[list[Case], list[tuple[str
         last_skip = count - PAGE_SIZE
         reference = page_at(params, last_skip - 1)[0]
         first = Case(f"{name}: first page", tuple(params), None, page_at(params, 0))
+        # the second page runs the statement every deeper page runs (with a reference): the
+        # like-for-like measure of depth; the first page has no reference to look up
+        second_reference = page_at(params, PAGE_SIZE - 1)[0]
+        second = Case(
+            f"{name}: second page", tuple(params), ("last_reference", second_reference), page_at(params, PAGE_SIZE)
+        )
         last = Case(f"{name}: last page", tuple(params), ("last_reference", reference), page_at(params, last_skip))
-        cases += [first, last]
+        cases += [first, second, last]
         ratios.append((f"{name}, last ÷ first page", last.label, first.label))
+        ratios.append((f"{name}, last ÷ second page (like for like)", last.label, second.label))
     far, near = "far-past day: first page", "newest day: first page"
     ratios.append(("far-past day ÷ newest day (first pages)", far, near))
 

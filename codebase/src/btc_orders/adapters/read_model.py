@@ -144,7 +144,7 @@ def _page_statement(shape: _Shape) -> str:
     ahead, behind, order, reverse = ("<", ">", "DESC", "ASC") if older else (">", "<", "ASC", "DESC")
     ctes = []
     if shape.reference:
-        ctes.append("reference AS (SELECT sequence FROM buy_order_view WHERE id = %(reference)s)")
+        ctes.append("reference AS (SELECT sequence, currency, created_at FROM buy_order_view WHERE id = %(reference)s)")
     if shape.gte or shape.lt:
         # the nearest row at or past `created_lt + disorder`, and before `created_gte - disorder`
         upper, lower = "NULL::bigint", "NULL::bigint"
@@ -210,7 +210,22 @@ def _page_statement(shape: _Shape) -> str:
                       "(SELECT sequence FROM reference)) AS sequence FROM page)"])
         )  # fmt: skip
         beyond = (behind, "(SELECT sequence FROM edge)")
-        other = " OR ".join(f"({scan(c, beyond, 'o.sequence', reverse, '1')}) IS NOT NULL" for c in currencies)
+        # A page that is not empty lies wholly on one side of its reference: a reference that
+        # passes the filters is a filtered row beyond the page (the common case, a client following
+        # links), and the scans are never run (they are init plans, evaluated only when reached).
+        passes = ["true"]
+        if shape.currencies:
+            passes.append("r.currency IN (" + ", ".join(f"%(currency_{c})s" for c in range(shape.currencies)) + ")")
+        if shape.gte:
+            passes.append("r.created_at >= CAST(%(created_gte)s AS timestamptz)")
+        if shape.lt:
+            passes.append("r.created_at < CAST(%(created_lt)s AS timestamptz)")
+        reference_beyond = " ".join(
+            ["(count(page.sequence) FILTER (WHERE page.n < %(limit)s) > 0 AND coalesce((SELECT",
+             " AND ".join(passes), "FROM reference AS r), false))"]
+        )  # fmt: skip
+        scans = [f"({scan(c, beyond, 'o.sequence', reverse, '1')}) IS NOT NULL" for c in currencies]
+        other = " OR ".join([reference_beyond, *scans])
         source = "page HAVING EXISTS (SELECT FROM reference)"  # an unknown reference: no result row at all
     else:  # the newest page: nothing is newer
         other = "false"

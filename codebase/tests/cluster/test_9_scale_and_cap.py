@@ -62,7 +62,9 @@ def wait_every_replica_serves(cluster: Cluster, service: str) -> None:
         nonlocal sent
         for _ in range(10):
             sent += 1
-            cluster.api.request("GET", f"{cluster.api.create_url}/healthz", headers={"X-Request-ID": f"{token}-{sent}"})
+            # a real route, logged at INFO (probes answered well are logged at DEBUG: web.QUIET_ROUTES)
+            url = f"{cluster.api.create_url}/capacity"
+            cluster.api.request("GET", url, headers={"X-Request-ID": f"{token}-{sent}"})
         idle = [c.name for c in replicas if token not in docker("logs", "--since", since, c.id)]
         assert not idle, f"{sent} requests through the gateway, none reached {idle}"
         return True

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from btc_orders.adapters import read_model
+from btc_orders.adapters import db, read_model
 from btc_orders.adapters.read_model import ReadModel, apply_created_events
-from btc_orders.domain.errors import UnknownReference
+from btc_orders.domain.errors import ServiceUnavailable, UnknownReference
+from tests.support.services import Databases
 
 ROWS = 100_000
 
@@ -54,6 +55,71 @@ def test_pages_follow_each_other_without_gap_or_overlap(read_engine: Engine) -> 
         model.page(10, uuid.uuid4())
 
 
+# ---------------------------------------------------------------------------------------------
+# Prepared statements: once per connection, and again on a connection that lost them
+
+
+@pytest.fixture(params=[True, False], ids=["autocommit", "transactions"])
+def one_connection(databases: Databases, request: pytest.FixtureRequest) -> Any:
+    """A read model on a pool of one connection (the service's engine runs in autocommit)."""
+    engine = db.create_engine(databases.read_url, pool_size=1, autocommit=request.param)
+    with engine.begin() as connection:
+        apply_created_events(connection, [event_row(sequence) for sequence in range(1, 26)])
+    yield engine
+    engine.dispose()
+
+
+def served(model: ReadModel) -> list[bytes]:
+    """Every kind of statement the service sends: pages of two shapes, and one order."""
+    newest = model.fetch_page(read_model.PageQuery(10))
+    older = model.fetch_page(read_model.PageQuery(10, uuid.UUID(newest.last_reference or ""), currencies=("USD",)))
+    return [newest.body, older.body, model.one_body(uuid.UUID(newest.first_reference or ""))]
+
+
+def test_statements_the_server_forgot_are_prepared_again_without_an_error(one_connection: Engine) -> None:
+    model = ReadModel(one_connection)
+    before = served(model)
+    connection = one_connection.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == 3  # the same connection prepared all three
+        # what a pooler's reset (`DISCARD ALL`) would do behind the pool's back
+        cursor.execute("DEALLOCATE ALL")
+        cursor.execute("RESET ALL")
+        connection.commit()
+    finally:
+        connection.close()
+    assert served(model) == before
+    assert served(model) == before
+    connection = one_connection.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == 3
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"
+    finally:
+        connection.close()
+
+
+def test_a_lost_connection_is_replaced_and_the_new_one_prepares_again(one_connection: Engine) -> None:
+    model = ReadModel(one_connection)
+    before = served(model)
+    with one_connection.connect() as connection:
+        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        connection.rollback()
+    other = db.create_engine(one_connection.url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        with other.begin() as connection:
+            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    finally:
+        other.dispose()
+    with pytest.raises(ServiceUnavailable):  # the dead connection's statement: an outage, a 503
+        model.fetch_page(read_model.PageQuery(10))
+    assert served(model) == before
+
+
 @pytest.fixture
 def large_read_model(read_engine: Engine) -> Engine:
     with read_engine.begin() as connection:
@@ -75,17 +141,22 @@ def large_read_model(read_engine: Engine) -> Engine:
     return read_engine
 
 
-def plan(engine: Engine, statement: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """The executed plan of one of the service's statements (psycopg2 placeholders)."""
+def plan(engine: Engine, prepared: read_model.Prepared, values: tuple[Any, ...]) -> dict[str, Any]:
+    """The executed plan of one of the service's prepared statements, prepared and planned on a
+    pooled connection as the service does it (`run_prepared`: the generic plan)."""
+    explained = read_model.Prepared(
+        prepared.name, prepared.prepare, f"EXPLAIN (ANALYZE, BUFFERS, SUMMARY, FORMAT JSON) {prepared.execute}"
+    )
     connection = engine.raw_connection()
     try:
-        cursor = connection.cursor()
-        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}", parameters)
+        cursor = read_model.run_prepared(connection, explained, values)
         result = cursor.fetchone()[0]
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"
     finally:
         connection.close()
     document = result if isinstance(result, list) else json.loads(result)
-    return dict(document[0]["Plan"])
+    return dict(document[0]["Plan"], **{"Planning Time": document[0]["Planning Time"]})
 
 
 def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -93,8 +164,8 @@ def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def page_plan(engine: Engine, page_size: int, reference: uuid.UUID | None) -> dict[str, Any]:
-    shape = read_model._Shape("older", reference is not None, 0, False, False)
-    return plan(engine, read_model._page_statement(shape), {"limit": page_size + 1, "reference": reference})
+    query = read_model.PageQuery(page_size, reference)
+    return plan(engine, read_model.prepared_page(read_model.page_shape(query)), read_model.page_values(query))
 
 
 @pytest.mark.parametrize("depth", ["first", "middle", "last"])

@@ -354,18 +354,15 @@ def test_every_filtered_page_reads_a_bounded_number_of_rows_at_any_depth(
             {**parameters, "skip": skip},
         ).scalar_one()
     use_reference = not (direction == "older" and depth == "first")
-    shape = read_model._Shape(direction, use_reference, len(currencies), gte is not None, lt is not None)  # type: ignore[arg-type]
-    tree = plan(
-        large_history,
-        read_model._page_statement(shape),
-        {
-            "limit": LIMIT,
-            "reference": reference if use_reference else None,
-            "created_gte": gte,
-            "created_lt": lt,
-            **{f"currency_{i}": c for i, c in enumerate(currencies)},
-        },
+    query = PageQuery(
+        PAGE_SIZE,
+        reference if use_reference and direction == "older" else None,
+        reference if use_reference and direction == "newer" else None,
+        currencies,
+        gte,
+        lt,
     )
+    tree = plan(large_history, read_model.prepared_page(read_model.page_shape(query)), read_model.page_values(query))
     every = nodes(tree)
     for node in every:
         assert not (node["Node Type"] == "Seq Scan" and node["Relation Name"] == "buy_order_view"), node

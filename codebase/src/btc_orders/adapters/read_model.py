@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import orjson
 import psycopg2
+import psycopg2.errors
 from sqlalchemy import Connection, Engine, text
 
 from btc_orders.adapters.db import unavailable_on_outage
@@ -59,11 +60,14 @@ _UPSERT = text(
     """  # noqa: S608  (fixed fragments; values are parameters)
 )
 _HIGHEST_SEQUENCE = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
-_ONE = text("SELECT document FROM buy_order_view WHERE id = :id")
 _PRESENT = text("SELECT id FROM buy_order_view WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 Direction = Literal["older", "newer"]
 _LOWEST, _HIGHEST = "-9223372036854775808", "9223372036854775807"
+_CURRENCIES = frozenset(currency.value for currency in orders.Currency)
+# A page statement's parameters, in this order in every shape (a shape may leave some unused).
+_LIMIT, _REFERENCE, _GTE, _LT = "$1", "$2", "$3", "$4"
+_PARAMETER_TYPES = "bigint, uuid, timestamptz, timestamptz"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,82 +124,105 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
-    """What the statement of a page depends on (the values travel as parameters)."""
+    """What the statement of a page depends on (the other values travel as parameters).
+
+    The currencies asked for are part of the shape, written into the statement as literals from
+    their closed set (SPEC 3.1): so the planner matches each to its partial index
+    (`WHERE currency = 'GBP'`, migration 0003) in a generic plan too, which a parameter would not.
+    """
 
     direction: Direction
     reference: bool
-    currencies: int  # how many `currency_<i>` parameters; 0: no currency filter
+    currencies: tuple[str, ...]  # sorted, each a `Currency`; empty: no currency filter
     gte: bool
     lt: bool
+
+    def __post_init__(self) -> None:
+        if not set(self.currencies) <= _CURRENCIES:
+            raise ValueError(f"not a currency of SPEC 3.1: {self.currencies}")
+
+    @property
+    def name(self) -> str:
+        """The prepared statement's name: one per shape, the same on every connection."""
+        parts = ["page", self.direction, "ref" if self.reference else "top", *self.currencies]
+        parts += ["gte"] * self.gte + ["lt"] * self.lt
+        return "_".join(parts).lower()
 
 
 @cache
 def _page_statement(shape: _Shape) -> str:
-    """The one statement of a page of this shape, with `%(name)s` placeholders.
+    """The one statement of a page of this shape, with `$1`..`$4` placeholders (limit, reference,
+    created_gte, created_lt: `_PARAMETER_TYPES`), to be prepared.
 
     Result: no row for an unknown reference; else one row of the page's documents joined by commas
     in page order (NULL when empty), its first and last ids, `has_more`, and whether filtered rows
     exist on the other side of the page (for the `Link` header). `limit` = `page_size + 1`: the
     extra row only tells `has_more`; `n` numbers the rows in scan order.
 
-    Only fixed fragments are put together here; every value is a bound parameter.
+    Only fixed fragments are put together here; every value is a bound parameter, but for the
+    currencies, literals from their closed set (`_Shape`).
     """
     older = shape.direction == "older"
     ahead, behind, order, reverse = ("<", ">", "DESC", "ASC") if older else (">", "<", "ASC", "DESC")
     ctes = []
     if shape.reference:
-        ctes.append("reference AS (SELECT sequence, currency, created_at FROM buy_order_view WHERE id = %(reference)s)")
+        reference = "reference AS (SELECT sequence, currency, created_at FROM buy_order_view WHERE id ="
+        ctes.append(" ".join([reference, _REFERENCE, ")"]))
     if shape.gte or shape.lt:
         # the nearest row at or past `created_lt + disorder`, and before `created_gte - disorder`
         upper, lower = "NULL::bigint", "NULL::bigint"
         if shape.lt:
-            upper = (
-                "(SELECT o.sequence FROM buy_order_view AS o"
-                " WHERE o.created_at >= CAST(%(created_lt)s AS timestamptz) + d.disorder"
-                " ORDER BY o.created_at LIMIT 1)"
+            upper = " ".join(
+                [
+                    "(SELECT o.sequence FROM buy_order_view AS o WHERE o.created_at >= CAST(",
+                    _LT,
+                    "AS timestamptz) + d.disorder ORDER BY o.created_at LIMIT 1)",
+                ]
             )
         if shape.gte:
-            lower = (
-                "(SELECT o.sequence FROM buy_order_view AS o"
-                " WHERE o.created_at < CAST(%(created_gte)s AS timestamptz) - d.disorder"
-                " ORDER BY o.created_at DESC LIMIT 1)"
+            lower = " ".join(
+                [
+                    "(SELECT o.sequence FROM buy_order_view AS o WHERE o.created_at < CAST(",
+                    _GTE,
+                    "AS timestamptz) - d.disorder ORDER BY o.created_at DESC LIMIT 1)",
+                ]
             )
         ctes.append(
             " ".join(["bounds AS (SELECT", upper, "AS upper,", lower, "AS lower FROM buy_order_view_disorder AS d)"])
         )
 
-    def conditions(currency: int | None, side: tuple[str, str] | None) -> str:
+    def conditions(currency: str | None, side: tuple[str, str] | None) -> str:
         """The filter of one scan: a range of sequences, then each row's own currency and time.
 
         The time test is written `(...) IS TRUE` so that no index serves it: the scan must follow
         `sequence` (never the `created_at` index and a sort of the whole time range), bounded by
         the range of sequences that `bounds` found.
         """
-        found = [] if currency is None else [f"o.currency = %(currency_{currency})s"]
+        found = [] if currency is None else [f"o.currency = '{currency}'"]
         if side is not None:
             found.append(f"o.sequence {side[0]} {side[1]}")
         if shape.gte:
-            found.append("(o.created_at >= CAST(%(created_gte)s AS timestamptz)) IS TRUE")
+            found.append(f"(o.created_at >= CAST({_GTE} AS timestamptz)) IS TRUE")
             found.append(" ".join(["o.sequence >= coalesce((SELECT lower FROM bounds) + 1,", _LOWEST, ")"]))
         if shape.lt:
-            found.append("(o.created_at < CAST(%(created_lt)s AS timestamptz)) IS TRUE")
+            found.append(f"(o.created_at < CAST({_LT} AS timestamptz)) IS TRUE")
             found.append(" ".join(["o.sequence <= coalesce((SELECT upper FROM bounds) - 1,", _HIGHEST, ")"]))
         return " ".join(["WHERE", " AND ".join(found)]) if found else ""
 
-    def scan(currency: int | None, side: tuple[str, str] | None, columns: str, direction: str, limit: str) -> str:
+    def scan(currency: str | None, side: tuple[str, str] | None, columns: str, direction: str, limit: str) -> str:
         return " ".join(
             ["SELECT", columns, "FROM buy_order_view AS o", conditions(currency, side), "ORDER BY o.sequence",
              direction, "LIMIT", limit]
         )  # fmt: skip
 
-    currencies = [None] if shape.currencies == 0 else list(range(shape.currencies))
+    currencies: list[str | None] = [*shape.currencies] or [None]
     start = (ahead, "(SELECT sequence FROM reference)") if shape.reference else None
-    selects = [scan(c, start, "o.sequence, o.id, o.document", order, "%(limit)s") for c in currencies]
+    selects = [scan(c, start, "o.sequence, o.id, o.document", order, _LIMIT) for c in currencies]
     if len(selects) == 1:
         rows = selects[0]
     else:  # a few ordered scans of `page_size + 1` rows each, merged: a sort of at most 3 x that
         merged = " UNION ALL ".join(f"({select})" for select in selects)
-        rows = " ".join(["SELECT * FROM (", merged, ") AS scans ORDER BY sequence", order, "LIMIT %(limit)s"])
+        rows = " ".join(["SELECT * FROM (", merged, ") AS scans ORDER BY sequence", order, "LIMIT", _LIMIT])
     ctes.append(
         " ".join(["page AS (SELECT rows.*, row_number() OVER (ORDER BY rows.sequence", order, ") AS n FROM (", rows,
                   ") AS rows)"])
@@ -206,7 +233,7 @@ def _page_statement(shape: _Shape) -> str:
         # one row of one scan per currency (a scalar subquery keeps its ORDER BY and LIMIT: the index)
         edge_of = "max" if older else "min"
         ctes.append(
-            " ".join(["edge AS (SELECT coalesce(", edge_of, "(page.sequence) FILTER (WHERE page.n < %(limit)s),",
+            " ".join(["edge AS (SELECT coalesce(", edge_of, "(page.sequence) FILTER (WHERE page.n <", _LIMIT, "),",
                       "(SELECT sequence FROM reference)) AS sequence FROM page)"])
         )  # fmt: skip
         beyond = (behind, "(SELECT sequence FROM edge)")
@@ -215,13 +242,13 @@ def _page_statement(shape: _Shape) -> str:
         # links), and the scans are never run (they are init plans, evaluated only when reached).
         passes = ["true"]
         if shape.currencies:
-            passes.append("r.currency IN (" + ", ".join(f"%(currency_{c})s" for c in range(shape.currencies)) + ")")
+            passes.append("r.currency IN (" + ", ".join(f"'{c}'" for c in shape.currencies) + ")")
         if shape.gte:
-            passes.append("r.created_at >= CAST(%(created_gte)s AS timestamptz)")
+            passes.append(f"r.created_at >= CAST({_GTE} AS timestamptz)")
         if shape.lt:
-            passes.append("r.created_at < CAST(%(created_lt)s AS timestamptz)")
+            passes.append(f"r.created_at < CAST({_LT} AS timestamptz)")
         reference_beyond = " ".join(
-            ["(count(page.sequence) FILTER (WHERE page.n < %(limit)s) > 0 AND coalesce((SELECT",
+            ["(count(page.sequence) FILTER (WHERE page.n <", _LIMIT, ") > 0 AND coalesce((SELECT",
              " AND ".join(passes), "FROM reference AS r), false))"]
         )  # fmt: skip
         scans = [f"({scan(c, beyond, 'o.sequence', reverse, '1')}) IS NOT NULL" for c in currencies]
@@ -234,10 +261,10 @@ def _page_statement(shape: _Shape) -> str:
         [
             "WITH",
             ", ".join(ctes),
-            "SELECT string_agg(page.document, ',' ORDER BY page.sequence DESC) FILTER (WHERE page.n < %(limit)s),",
-            "(array_agg(page.id ORDER BY page.sequence DESC) FILTER (WHERE page.n < %(limit)s))[1]::text,",
-            "(array_agg(page.id ORDER BY page.sequence) FILTER (WHERE page.n < %(limit)s))[1]::text,",
-            "count(page.sequence) >= %(limit)s,",
+            f"SELECT string_agg(page.document, ',' ORDER BY page.sequence DESC) FILTER (WHERE page.n < {_LIMIT}),",
+            f"(array_agg(page.id ORDER BY page.sequence DESC) FILTER (WHERE page.n < {_LIMIT}))[1]::text,",
+            f"(array_agg(page.id ORDER BY page.sequence) FILTER (WHERE page.n < {_LIMIT}))[1]::text,",
+            f"count(page.sequence) >= {_LIMIT},",
             other,
             "FROM",
             source,
@@ -245,32 +272,109 @@ def _page_statement(shape: _Shape) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement prepared once on each pooled connection (`prepare`), then run by `execute`
+    (psycopg2 `%s` placeholders, one per parameter of the prepared statement, in order)."""
+
+    name: str
+    prepare: str
+    execute: str
+
+
+@cache
+def prepared_page(shape: _Shape) -> Prepared:
+    """The prepared statement of a page of this shape; `ReadModel.page_values` are its parameters."""
+    statement = _page_statement(shape)
+    prepare = f"PREPARE {shape.name} ({_PARAMETER_TYPES}) AS {statement}"
+    return Prepared(shape.name, prepare, f"EXECUTE {shape.name} (%s, %s, %s, %s)")
+
+
+PREPARED_ONE = Prepared(
+    "one_order",
+    "PREPARE one_order (uuid) AS SELECT document FROM buy_order_view WHERE id = $1",
+    "EXECUTE one_order (%s)",
+)
+# Every statement of this module that a connection prepares is planned once, generically, for
+# any parameters: each shape's generic plan is the same chain of index scans as its custom ones
+# (proven by the EXPLAIN tests of the EXECUTEd statements), so planning per request (0.1-0.4 ms,
+# more than the execution) buys nothing. Under the default `auto` mode Postgres plans the first
+# five executions anew and some shapes for ever (measured; tuning log in benchmarks.md).
+PLAN_MODE = "SET plan_cache_mode = force_generic_plan"
+_PREPARED_KEY = "btc_orders.read_model.prepared"  # in a pooled connection's `info`: cleared on reconnect
+
+
+def run_prepared(connection: Any, prepared: Prepared, values: Sequence[Any]) -> Any:
+    """A cursor on `connection` (a pooled DBAPI connection) that has run `prepared` with `values`.
+
+    The first statement on a connection sets `PLAN_MODE` (committed at once when the connection
+    is not in autocommit, so the pool's rollback on check-in keeps it) and each statement is
+    prepared on its first use. What was prepared is kept in the connection's `info`, which
+    SQLAlchemy clears when it replaces a lost connection: the new one prepares again. A statement
+    the server no longer knows (a `DEALLOCATE` or `DISCARD ALL` behind the pool's back) is
+    prepared again and run once more: `prepared statement does not exist` never reaches a caller.
+    """
+    dbapi = connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        try:
+            _prepare(connection, cursor, prepared)
+            cursor.execute(prepared.execute, values)
+        except psycopg2.errors.InvalidSqlStatementName:
+            if not dbapi.autocommit:
+                dbapi.rollback()
+            connection.info.pop(_PREPARED_KEY, None)
+            _prepare(connection, cursor, prepared)
+            cursor.execute(prepared.execute, values)
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
+
+
+def _prepare(connection: Any, cursor: Any, prepared: Prepared) -> None:
+    done: set[str] | None = connection.info.get(_PREPARED_KEY)
+    if done is None:
+        cursor.execute(PLAN_MODE)
+        if not connection.dbapi_connection.autocommit:
+            connection.dbapi_connection.commit()
+        done = connection.info[_PREPARED_KEY] = set()
+    if prepared.name not in done:
+        cursor.execute(prepared.prepare)
+        done.add(prepared.name)
+
+
 def _quoted(reference: str | None) -> bytes:
     return b'"%s"' % reference.encode() if reference else b"null"
+
+
+def page_shape(query: PageQuery) -> _Shape:
+    """The shape of the statement that serves `query`."""
+    return _Shape(
+        "newer" if query.first_reference is not None else "older",
+        query.last_reference is not None or query.first_reference is not None,
+        tuple(sorted(set(query.currencies))),
+        query.created_gte is not None,
+        query.created_lt is not None,
+    )
+
+
+def page_values(query: PageQuery) -> tuple[Any, ...]:
+    """The parameters of `prepared_page(page_shape(query))`, in its order (`_PARAMETER_TYPES`)."""
+    return (query.page_size + 1, query.last_reference or query.first_reference, query.created_gte, query.created_lt)
 
 
 class ReadModel:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._one = str(_ONE.compile(dialect=engine.dialect))  # as psycopg2 takes it
 
     def fetch_page(self, query: PageQuery) -> PageBody:
         """The `GET /buy_orders` body, as `web.json_response` would encode the page."""
-        reference = query.last_reference or query.first_reference
-        direction: Direction = "newer" if query.first_reference is not None else "older"
-        currencies = tuple(sorted(set(query.currencies)))
-        shape = _Shape(direction, reference is not None, len(currencies), query.created_gte is not None,
-                       query.created_lt is not None)  # fmt: skip
-        parameters: dict[str, Any] = {
-            "limit": query.page_size + 1,
-            "reference": reference,
-            "created_gte": query.created_gte,
-            "created_lt": query.created_lt,
-            **{f"currency_{index}": currency for index, currency in enumerate(currencies)},
-        }
-        row = self._fetch_one(_page_statement(shape), parameters)
+        shape = page_shape(query)
+        row = self._fetch_one(prepared_page(shape), page_values(query))
         if row is None:  # the newest page always has its one row of aggregates
-            name = "last_reference" if direction == "older" else "first_reference"
+            name = "last_reference" if shape.direction == "older" else "first_reference"
+            reference = query.last_reference or query.first_reference
             raise UnknownReference(f"{name} {reference} is not the id of any order")
         documents, first, last, has_more, has_other_side = row
         body = b"".join(
@@ -284,7 +388,7 @@ class ReadModel:
                 b',"has_more":true}' if has_more else b',"has_more":false}',
             )
         )
-        return PageBody(body, first, last, bool(has_more), bool(has_other_side), direction)
+        return PageBody(body, first, last, bool(has_more), bool(has_other_side), shape.direction)
 
     def page_body(self, page_size: int, last_reference: uuid.UUID | None) -> bytes:
         """The body of an unfiltered page older than `last_reference` (the newest page without one)."""
@@ -297,7 +401,7 @@ class ReadModel:
 
     def one_body(self, order_id: uuid.UUID) -> bytes:
         """The `GET /buy_orders/{id}` body: the stored document."""
-        row = self._fetch_one(self._one, {"id": order_id})
+        row = self._fetch_one(PREPARED_ONE, (order_id,))
         if row is None:
             raise OrderNotFound(f"no order with id {order_id} (yet: a new order may take a moment to appear)")
         found: str = row[0]
@@ -312,8 +416,8 @@ class ReadModel:
         with unavailable_on_outage("read-model"), self.engine.connect() as connection:
             return set(connection.execute(_PRESENT, {"ids": list(order_ids)}).scalars())
 
-    def _fetch_one(self, statement: str, parameters: dict[str, Any]) -> tuple[Any, ...] | None:
-        """One row of one statement on a pooled psycopg2 connection, without SQLAlchemy's
+    def _fetch_one(self, prepared: Prepared, values: Sequence[Any]) -> tuple[Any, ...] | None:
+        """One row of one prepared statement on a pooled psycopg2 connection, without SQLAlchemy's
         per-execution work (measured: +39% req/s at page_size=10; tuning log in benchmarks.md).
 
         Outages answer as through `unavailable_on_outage`: a 503 with the same message; a
@@ -323,8 +427,7 @@ class ReadModel:
         with unavailable_on_outage("read-model"):  # refused, lost or an exhausted pool: 503
             connection = self.engine.raw_connection()
             try:
-                cursor = connection.cursor()
-                cursor.execute(statement, parameters)
+                cursor = run_prepared(connection, prepared, values)
                 row: tuple[Any, ...] | None = cursor.fetchone()
                 cursor.close()
                 return row

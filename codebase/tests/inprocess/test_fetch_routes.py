@@ -88,7 +88,9 @@ def read_model(arrivals: FakeArrivals) -> FakeReadModel:
 @pytest.fixture
 def client(read_model: FakeReadModel, arrivals: FakeArrivals) -> TestClient:
     app = create_app(SETTINGS)
-    app.dependency_overrides[deps.get_adapters] = lambda: SimpleNamespace(read_model=read_model, arrivals=arrivals)
+    # executor None: the blocking calls run on the event loop's default threads
+    fakes = SimpleNamespace(read_model=read_model, arrivals=arrivals, executor=None)
+    app.dependency_overrides[deps.get_adapters] = lambda: fakes
     return TestClient(app)
 
 

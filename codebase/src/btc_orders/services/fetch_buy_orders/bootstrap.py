@@ -1,5 +1,6 @@
 """fetch_buy_orders' composition root: every adapter it uses, built at start (the app's lifespan)."""
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg2
@@ -20,6 +21,10 @@ class FetchAdapters:
     arrivals: Arrivals
     engine: Engine
     probe_engine: Engine
+    # The threads that run the read model's blocking statements: one per pooled connection, so
+    # a request waits for a thread, never for a connection. Reached with `run_in_executor`,
+    # which costs less per request than FastAPI's thread hand-off (tuning log in benchmarks.md).
+    executor: ThreadPoolExecutor
 
     async def start(self) -> None:
         await self.arrivals.start()
@@ -29,6 +34,7 @@ class FetchAdapters:
 
     async def close(self) -> None:
         await self.arrivals.stop()
+        self.executor.shutdown(wait=True)
         self.engine.dispose()
         self.probe_engine.dispose()
 
@@ -48,4 +54,5 @@ def bootstrap(settings: FetchBuyOrdersSettings) -> FetchAdapters:
         return psycopg2.connect(*connect_args, **{**connect_params, **db.connect_args("fetch_buy_orders_listen")})
 
     arrivals = Arrivals(listen_connection, settings.read_your_write_max_waiters)
-    return FetchAdapters(ReadModel(engine), arrivals, engine, probe_engine)
+    executor = ThreadPoolExecutor(settings.db_pool_size, thread_name_prefix="read_model")
+    return FetchAdapters(ReadModel(engine), arrivals, engine, probe_engine, executor)

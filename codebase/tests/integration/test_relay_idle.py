@@ -1,8 +1,10 @@
-"""The idle relay: it polls with a probe on a connection it keeps, and claims only what the probe finds.
+"""The idle relay: it polls with an autocommit probe, and claims only when the probe finds a row.
 
 Rows committed while the relay idles are sent by a later poll; the probe's connection killed by
 the server (a failover, an operator's `pg_terminate_backend`) is an outage like any other: the
-relay logs it once, opens a new connection and sends what came meanwhile.
+relay logs it once, opens a new connection and sends what came meanwhile. A pool of one
+connection is enough for the relay (the admin CLI's `outbox resend` runs it so):
+tests/integration/test_admin.py.
 """
 
 import logging
@@ -64,7 +66,7 @@ def test_rows_placed_while_the_relay_idles_are_sent_and_a_killed_probe_connectio
         place(write_engine, 2)
         wait_until(lambda: unsent(write_engine) == 0, 30, 0.05, "rows placed while idle to be sent")
 
-        assert terminate_relay_backends(write_engine) >= 1, "the relay keeps its probe's connection open"
+        assert terminate_relay_backends(write_engine) >= 1, "the relay's pool keeps its connections open"
         place(write_engine, 3)
         wait_until(lambda: unsent(write_engine) == 0, 30, 0.05, "the relay to reconnect and send the new rows")
         wait_until(lambda: log_events(caplog, "relay_recovered", RELAY_LOG) == 1, 10, 0.05, "relay_recovered")

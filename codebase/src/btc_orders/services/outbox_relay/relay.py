@@ -10,11 +10,13 @@ whole batch unsent: it is published again later (at-least-once); the read side
 ignores the replays.
 
 Idle, the relay polls every `OUTBOX_POLL_INTERVAL_SECONDS` with `outbox.any_unsent`:
-one autocommit statement (an index-only probe of the partial index of unsent rows) on a
-connection the relay keeps, instead of a claim's transaction (begin, claim, commit: three
-round trips). It claims only when the probe finds a row, or right after a round that
-published (more may wait: the probe would only add a round trip under load). A row
-committed just after a probe is found by the next poll, as it was by the next claim.
+one autocommit statement (an index-only probe of the partial index of unsent rows), instead
+of a claim's transaction (begin, claim, commit: three round trips). The probe takes a pooled
+connection like any statement: the relay holds none between polls, so a pool of one is
+enough (the admin CLI's resend runs the relay so). It claims only when the probe finds a
+row, or right after a round that claimed (more may wait: the probe would only add a round
+trip under load). A row committed just after a probe is found by the next poll, as it was
+by the next claim.
 
 Every `PRUNE_INTERVAL_SECONDS` the relay deletes rows sent more than
 `OUTBOX_RETENTION_SECONDS` ago, in batches of `PRUNE_BATCH` rows, each its own
@@ -26,7 +28,6 @@ the order transaction takes a database-wide lock at commit, which serialises eve
 order (measured: docs/decisions.md, "relay wake-up").
 """
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import pika
 import pika.exceptions
 import psycopg2
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from btc_orders import logs, metrics
@@ -66,7 +67,7 @@ class Relay:
         self._pruned_at = 0.0
         self._prune_failing = False
         self._outage = OutageLog(log, "relay_retrying", "relay_recovered")
-        self._probe: Connection | None = None  # autocommit, kept between polls
+        self._probes = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._claimed_last_round = False
 
     def run(self, stop: StopFlag) -> None:
@@ -120,7 +121,7 @@ class Relay:
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were published."""
         publisher = self._ensure_publisher()
-        if not self._claimed_last_round and not outbox.any_unsent(self._probe_connection()):
+        if not self._claimed_last_round and not self._any_unsent():
             return 0
         with self.engine.begin() as connection:
             rows = outbox.claim(connection, self.batch_size)
@@ -160,18 +161,12 @@ class Relay:
             self._publisher.keep_alive()  # heartbeats answered while idle
         stop.wait(self.poll_interval_seconds)
 
-    def _probe_connection(self) -> Connection:
-        if self._probe is None:
-            self._probe = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        return self._probe
+    def _any_unsent(self) -> bool:
+        with self._probes.connect() as connection:
+            return outbox.any_unsent(connection)
 
     def close(self) -> None:
-        """The broker connection and the probe's (both reopened by the next round)."""
         self._publisher.close()
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            with contextlib.suppress(DBAPIError, psycopg2.Error):
-                probe.close()
 
 
 def _message(row: outbox.Claimed) -> rabbitmq.Message:

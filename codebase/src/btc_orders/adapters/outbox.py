@@ -53,6 +53,9 @@ _CLAIM = text(
     FOR UPDATE OF x SKIP LOCKED
     """  # noqa: S608  (fixed fragments; values are parameters)
 )
+# Whether any row is unsent: an index-only probe of the partial index of unsent rows, one round trip
+# in autocommit (no transaction to begin and commit, no row locked); the idle relay's poll.
+_ANY_UNSENT = text("SELECT EXISTS (SELECT FROM outbox WHERE sent_at IS NULL)")
 _MARK_SENT = text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)")
 # Rows sent longer ago than the retention, oldest first (the partial index of sent rows), skipping
 # rows another relay prunes or an `admin outbox resend` marks unsent right now.
@@ -146,6 +149,11 @@ def _payload(row: Row[Any]) -> str:
     if row.payload is not None:
         return str(row.payload)
     return created_event(order_from_row(row), row.event_id, row.request_id)
+
+
+def any_unsent(connection: Connection) -> bool:
+    """Whether any row is unsent (committed; rows another relay holds count too)."""
+    return bool(connection.execute(_ANY_UNSENT).scalar_one())
 
 
 def mark_sent(connection: Connection, ids: list[int]) -> None:

@@ -9,8 +9,14 @@ outage, a nack or an unroutable message between publish and commit leaves the
 whole batch unsent: it is published again later (at-least-once); the read side
 ignores the replays.
 
-Idle, the relay polls every `OUTBOX_POLL_INTERVAL_SECONDS` (an index-only probe
-of the partial index of unsent rows).
+Idle, the relay polls every `OUTBOX_POLL_INTERVAL_SECONDS` with `outbox.any_unsent`:
+one autocommit statement (an index-only probe of the partial index of unsent rows), instead
+of a claim's transaction (begin, claim, commit: three round trips). The probe takes a pooled
+connection like any statement: the relay holds none between polls, so a pool of one is
+enough (the admin CLI's resend runs the relay so). It claims only when the probe finds a
+row, or right after a round that claimed (more may wait: the probe would only add a round
+trip under load). A row committed just after a probe is found by the next poll, as it was
+by the next claim.
 
 Every `PRUNE_INTERVAL_SECONDS` the relay deletes rows sent more than
 `OUTBOX_RETENTION_SECONDS` ago, in batches of `PRUNE_BATCH` rows, each its own
@@ -18,8 +24,8 @@ short transaction, found by the partial index of sent rows and locked with
 `SKIP LOCKED` (so relays pruning at once, or an `admin outbox resend` marking the
 same rows unsent, never wait on each other: a row being marked unsent is left
 alone, and a row marked unsent is no longer a candidate). LISTEN/NOTIFY was not used: a NOTIFY in
-the order transaction takes a database-wide lock at commit, which would
-serialise every order.
+the order transaction takes a database-wide lock at commit, which serialises every
+order (measured: docs/decisions.md, "relay wake-up").
 """
 
 import logging
@@ -61,6 +67,8 @@ class Relay:
         self._pruned_at = 0.0
         self._prune_failing = False
         self._outage = OutageLog(log, "relay_retrying", "relay_recovered")
+        self._probes = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._claimed_last_round = False
 
     def run(self, stop: StopFlag) -> None:
         backoff = Backoff()
@@ -113,8 +121,11 @@ class Relay:
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were published."""
         publisher = self._ensure_publisher()
+        if not self._claimed_last_round and not self._any_unsent():
+            return 0
         with self.engine.begin() as connection:
             rows = outbox.claim(connection, self.batch_size)
+            self._claimed_last_round = bool(rows)
             if not rows:
                 return 0
             metrics.EVENTS_PUBLISHED.inc(len(rows))
@@ -146,11 +157,13 @@ class Relay:
         return self._publisher
 
     def _idle(self, stop: StopFlag) -> None:
-        # Sleep through pika so that heartbeats are answered while idle.
         if self._publisher.is_open:
-            self._publisher.sleep(self.poll_interval_seconds)
-        else:
-            stop.wait(self.poll_interval_seconds)
+            self._publisher.keep_alive()  # heartbeats answered while idle
+        stop.wait(self.poll_interval_seconds)
+
+    def _any_unsent(self) -> bool:
+        with self._probes.connect() as connection:
+            return outbox.any_unsent(connection)
 
     def close(self) -> None:
         self._publisher.close()

@@ -5,12 +5,14 @@ Domain errors map to an HTTP status and the one error shape
 """
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
@@ -233,13 +235,26 @@ _probe_limiters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.Cap
 async def probe(check: Callable[..., _T], *args: Any) -> _T:
     """Run a blocking probe (readiness, a metrics scrape) on the process's probe threads: at most
     `PROBE_THREADS` at once, whatever the number of probes, and none of the request threads
-    (capped by `thread_limit`): a busy worker still answers its probes, and a storm of probes
+    (the services' executors, `in_thread`): a busy worker still answers its probes, and a storm of probes
     never takes a thread from an order."""
     loop = asyncio.get_running_loop()
     limiter = _probe_limiters.get(loop)
     if limiter is None:
         limiter = _probe_limiters[loop] = anyio.CapacityLimiter(PROBE_THREADS)
     return await anyio.to_thread.run_sync(check, *args, limiter=limiter)
+
+
+async def in_thread(executor: Executor | None, function: Callable[..., _T], *args: Any) -> _T:
+    """`function(*args)`, a blocking call (a database statement), on one of `executor`'s threads, in
+    the caller's context (its request id); None: the event loop's default threads.
+
+    The HTTP routes are `async` and hand off only this call: `run_in_executor` costs less per
+    request than FastAPI running a whole sync route through anyio (tuning log in benchmarks.md).
+    A service gives its executor one thread per pooled connection, so a request waits for a
+    thread, never for a connection.
+    """
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(executor, context.run, function, *args)
 
 
 class SingleFlight(Generic[_T]):
@@ -266,24 +281,12 @@ def create_app(
     description: str,
     readiness: ReadinessCheck,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
-    thread_limit: int | None = None,
 ) -> FastAPI:
     """A FastAPI app with the shared middleware, error handlers and health probes.
 
-    `thread_limit` caps the threads that run sync endpoints and `run_in_threadpool` calls
-    (anyio's default limiter, 40 otherwise) for the life of the app. A service whose requests
-    each hold at most one pooled connection passes its pool size: requests then wait for a
-    thread, never for a connection, and two cores are not oversubscribed by 40 threads.
+    Its routes are `async`: a blocking call goes to the service's own threads (`in_thread`).
     """
-
-    @asynccontextmanager
-    async def limited_lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if thread_limit is not None:
-            anyio.to_thread.current_default_thread_limiter().total_tokens = thread_limit
-        async with lifespan(app) if lifespan else nullcontext():
-            yield
-
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=limited_lifespan)
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     shared_readiness = SingleFlight(readiness)
 
     async def exposition() -> tuple[bytes, str]:

@@ -195,6 +195,7 @@ class FakeAdapters:
 
     orders: FakeOrderStore
     prices: FakeRates
+    executor: None = None  # the blocking calls run on the event loop's default threads
     ready: bool = True
     closed: bool = False
 

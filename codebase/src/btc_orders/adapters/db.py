@@ -95,8 +95,8 @@ def create_engine(
     `autocommit` suits read-only single statements: no BEGIN before and no ROLLBACK after
     (when the pool takes the connection back), so a query costs one round trip, not three.
 
-    No overflow: at most `pool_size` connections, opened once and kept. An HTTP service caps
-    its request threads at the same number (`web.create_app(thread_limit=...)`), so requests
+    No overflow: at most `pool_size` connections, opened once and kept. An HTTP service runs its
+    blocking calls on as many threads (`web.in_thread`, an executor per service), so requests
     queue for a thread, not for a connection, and none opens and closes a connection of its
     own. A caller that still finds the pool empty for `pool_timeout` gets a 503
     (`unavailable_on_outage`). Connections carry `connect_args` (keepalives and timeouts).

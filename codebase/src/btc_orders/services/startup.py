@@ -141,7 +141,6 @@ def http_app(
     description: str,
     loaded: SettingsT,
     bootstrap: Callable[[SettingsT], Adapters],
-    thread_limit: int | None = None,
 ) -> FastAPI:
     """An HTTP service's app, built without I/O: `bootstrap(loaded)` builds the adapters when the
     app starts (its lifespan), and the routes reach them through `app.state` (each service's
@@ -152,7 +151,7 @@ def http_app(
         adapters: Adapters = app.state.adapters
         return await adapters.readiness()
 
-    app = web.create_app(service, description, readiness, _lifespan(service, lambda: bootstrap(loaded)), thread_limit)
+    app = web.create_app(service, description, readiness, _lifespan(service, lambda: bootstrap(loaded)))
     app.state.settings = loaded
     openapi.install(app)
     return app

@@ -85,7 +85,7 @@ router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"], strict_conte
         ),
     },
 )
-def put_buy_order(
+async def put_buy_order(
     request: Request,
     body: BuyOrderRequest,
     adapters: Adapters,
@@ -95,7 +95,7 @@ def put_buy_order(
     ] = None,
 ) -> Response:
     command = place_command(body, idempotency_key, logs.request_id_var.get())
-    order, created = place_buy_order(command, adapters.prices, adapters.orders)
+    order, created = await web.in_thread(adapters.executor, place_buy_order, command, adapters.prices, adapters.orders)
     if created:
         location = f"{settings_of(request).public_fetch_url}/buy_orders/{order.id}"
         return web.json_response(order.resource(), 201, {"Location": location})
@@ -110,8 +110,8 @@ def put_buy_order(
     summary="The BTC cap, what stored orders use and what is left",
     responses={503: openapi.error("the write model is unavailable", "service_unavailable")},
 )
-def get_capacity(request: Request, adapters: Adapters) -> Response:
-    ledger = adapters.orders.capacity()
+async def get_capacity(request: Request, adapters: Adapters) -> Response:
+    ledger = await web.in_thread(adapters.executor, adapters.orders.capacity)
     cap, available = ledger if ledger is not None else (settings_of(request).btc_cap_satoshis, 0)
     return web.json_response(
         {
@@ -154,12 +154,6 @@ def create_app(
     settings: CreateBuyOrderSettings,
     bootstrap: Callable[[CreateBuyOrderSettings], startup.Adapters] = build_adapters,
 ) -> FastAPI:
-    app = startup.http_app(
-        "create_buy_order",
-        DESCRIPTION,
-        settings,
-        bootstrap,
-        thread_limit=settings.db_pool_size,  # one connection per request thread, no more
-    )
+    app = startup.http_app("create_buy_order", DESCRIPTION, settings, bootstrap)
     app.include_router(router)
     return app

@@ -3,6 +3,7 @@
 The schema check and the cap ledger's `ensure_cap` run here and nowhere else.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -21,6 +22,9 @@ class CreateAdapters:
     prices: BtcPriceClient
     engine: Engine
     probe_engine: Engine
+    # The threads that place orders (`web.in_thread`): one per pooled connection, so a request
+    # waits for a thread, never for a connection.
+    executor: ThreadPoolExecutor
 
     async def start(self) -> None:
         pass
@@ -32,6 +36,7 @@ class CreateAdapters:
         }
 
     async def close(self) -> None:
+        self.executor.shutdown(wait=True)
         self.prices.close()
         self.engine.dispose()
         self.probe_engine.dispose()
@@ -58,4 +63,5 @@ def bootstrap(settings: CreateBuyOrderSettings) -> CreateAdapters:
         settings.rate_max_age_seconds,
         reuse_seconds=settings.rate_ttl_seconds,
     )
-    return CreateAdapters(orders, prices, engine, probe_engine)
+    executor = ThreadPoolExecutor(settings.db_pool_size, thread_name_prefix="write_model")
+    return CreateAdapters(orders, prices, engine, probe_engine, executor)

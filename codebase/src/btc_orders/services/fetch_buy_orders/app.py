@@ -5,10 +5,9 @@ The routes are module-level and reach their adapters through `deps`; `create_app
 """
 
 import asyncio
-import contextvars
 import uuid
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,8 +32,6 @@ DESCRIPTION = (
     "page costs the same, at any depth and whatever the filter."
 )
 RETRY_AFTER_SECONDS = 1  # a 404 after a wait: the order may be a moment away
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class BuyOrderPage(BaseModel):
@@ -107,7 +104,7 @@ async def list_buy_orders(
         created_gte,
         created_lt,
     )
-    page = await _in_thread(adapters, adapters.read_model.fetch_page, query)
+    page = await web.in_thread(adapters.executor, adapters.read_model.fetch_page, query)
     reference = last_reference or first_reference
     link = link_header(
         request.url.path, request.query_params.multi_items(), page, str(reference) if reference else None
@@ -145,16 +142,8 @@ async def get_buy_order(request: Request, order_id: uuid.UUID, adapters: Adapter
         return await _waited(adapters, order_id, landed, seconds)
 
 
-async def _in_thread(adapters: FetchAdapters, function: Callable[[T], R], argument: T) -> R:
-    """`function(argument)` (a blocking read-model call) on one of the read model's threads, in
-    the request's context (its request id). The routes are `async` and hand off only this call:
-    cheaper per request than FastAPI running a sync route through anyio (tuning log)."""
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(adapters.executor, context.run, function, argument)
-
-
 async def _one(adapters: FetchAdapters, order_id: uuid.UUID, headers: dict[str, str] | None = None) -> Response:
-    body = await _in_thread(adapters, adapters.read_model.one_body, order_id)
+    body = await web.in_thread(adapters.executor, adapters.read_model.one_body, order_id)
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -185,12 +174,6 @@ def create_app(
     settings: FetchBuyOrdersSettings,
     bootstrap: Callable[[FetchBuyOrdersSettings], startup.Adapters] = build_adapters,
 ) -> FastAPI:
-    app = startup.http_app(
-        "fetch_buy_orders",
-        DESCRIPTION,
-        settings,
-        bootstrap,
-        thread_limit=settings.db_pool_size,  # one pooled connection per request thread (no overflow)
-    )
+    app = startup.http_app("fetch_buy_orders", DESCRIPTION, settings, bootstrap)
     app.include_router(router)
     return app

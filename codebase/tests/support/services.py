@@ -59,9 +59,9 @@ class Databases:
 
 
 class _Background:
-    """Set-up and teardown that need not hold a test up, done in one thread of the process's own:
-    a DROP DATABASE forces a checkpoint and every rabbitmqctl boots an Erlang VM (about a second
-    each). Python finishes the queued work before it exits; what failed is reported then."""
+    """rabbitmqctl work that need not hold a test up, done in one thread of the process's own
+    (every rabbitmqctl boots an Erlang VM: about a second). Python finishes the queued work
+    before it exits; what failed is reported then."""
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-services")
@@ -116,7 +116,7 @@ def _drop(*names: str) -> None:
 @contextmanager
 def throwaway_databases(migrated: bool = True) -> Iterator[Databases]:
     """A write model and a read model of the caller's own, migrated (cloned from the migrated
-    templates) or empty; dropped in the background on exit (the names are never reused)."""
+    templates) or empty; dropped on exit (before, say, a role granted on them is dropped)."""
     suffix = uuid.uuid4().hex[:12]
     databases = Databases(f"test_write_{suffix}", f"test_read_{suffix}")
     write_template = _migrated_template("write_model") if migrated else "template1"
@@ -128,7 +128,7 @@ def throwaway_databases(migrated: bool = True) -> Iterator[Databases]:
     try:
         yield databases
     finally:
-        _background.submit(_drop, databases.write_name, databases.read_name)
+        _drop(databases.write_name, databases.read_name)
 
 
 def rabbitmqctl(*args: str) -> str:

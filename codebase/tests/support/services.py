@@ -24,8 +24,9 @@ from tests.support.processes import Launched, LaunchError, inherited_env, launch
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-T = TypeVar("T")
 RABBITMQCTL = shlex.split(os.environ.get("TEST_RABBITMQCTL", "rabbitmqctl"))
+
+T = TypeVar("T")
 
 
 def admin_connection() -> "psycopg2.extensions.connection":

@@ -1,16 +1,20 @@
 """Real backing services for tests: throwaway databases, RabbitMQ vhosts, service processes."""
 
+import atexit
 import os
 import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg2
 from sqlalchemy.engine import make_url
@@ -21,6 +25,8 @@ from tests.support.processes import Launched, LaunchError, inherited_env, launch
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 RABBITMQCTL = shlex.split(os.environ.get("TEST_RABBITMQCTL", "rabbitmqctl"))
+
+T = TypeVar("T")
 
 
 def admin_connection() -> "psycopg2.extensions.connection":
@@ -53,44 +59,126 @@ class Databases:
         return database_url(self.read_name)
 
 
-@contextmanager
-def throwaway_databases(migrated: bool = True) -> Iterator[Databases]:
-    suffix = uuid.uuid4().hex[:12]
-    databases = Databases(f"test_write_{suffix}", f"test_read_{suffix}")
+class _Background:
+    """rabbitmqctl work that need not hold a test up, done in one thread of the process's own
+    (every rabbitmqctl boots an Erlang VM: about a second). Python finishes the queued work
+    before it exits; what failed is reported then."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-services")
+        self._futures: list[Future[Any]] = []
+        atexit.register(self._report)  # runs after the executor has drained its queue
+
+    def submit(self, work: Callable[..., T], *args: str) -> "Future[T]":
+        future = self._executor.submit(work, *args)
+        self._futures.append(future)
+        return future
+
+    def _report(self) -> None:
+        for future in self._futures:
+            if future.done() and future.exception() is not None:
+                print(f"tests.support.services: cleanup failed: {future.exception()!r}", file=sys.stderr)
+
+
+_background = _Background()
+_templates: dict[str, str] = {}
+_templates_lock = threading.Lock()
+
+
+def _migrated_template(model: str) -> str:
+    """A database of this process migrated once to `model` ("write_model" or "read_model"), from
+    which every migrated throwaway database is cloned (`CREATE DATABASE ... TEMPLATE`): the same
+    tables as running the migrations, in a fraction of the time. Nobody may connect to it, so a
+    clone never fails on a session left open in it; dropped when the process exits."""
+    with _templates_lock:
+        if model not in _templates:
+            name = f"test_template_{model}_{uuid.uuid4().hex[:12]}"
+            _admin(f"CREATE DATABASE {name}")
+            atexit.register(_drop, name)
+            migrate(model, database_url(name))
+            _admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            _templates[model] = name
+        return _templates[model]
+
+
+def _admin(*statements: str) -> None:
     connection = admin_connection()
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {databases.write_name}")
-        cursor.execute(f"CREATE DATABASE {databases.read_name}")
+        for statement in statements:
+            cursor.execute(statement)
     connection.close()
+
+
+def _drop(*names: str) -> None:
+    # A test may have closed a database to connections (an outage): FORCE ends the sessions left.
+    _admin(*(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)" for name in names))
+
+
+@contextmanager
+def throwaway_databases(migrated: bool = True) -> Iterator[Databases]:
+    """A write model and a read model of the caller's own, migrated (cloned from the migrated
+    templates) or empty; dropped on exit (before, say, a role granted on them is dropped)."""
+    suffix = uuid.uuid4().hex[:12]
+    databases = Databases(f"test_write_{suffix}", f"test_read_{suffix}")
+    write_template = _migrated_template("write_model") if migrated else "template1"
+    read_template = _migrated_template("read_model") if migrated else "template1"
+    _admin(
+        f"CREATE DATABASE {databases.write_name} TEMPLATE {write_template}",
+        f"CREATE DATABASE {databases.read_name} TEMPLATE {read_template}",
+    )
     try:
-        if migrated:
-            migrate("write_model", databases.write_url)
-            migrate("read_model", databases.read_url)
         yield databases
     finally:
-        connection = admin_connection()
-        with connection.cursor() as cursor:
-            for name in (databases.write_name, databases.read_name):
-                cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-                cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        connection.close()
+        _drop(databases.write_name, databases.read_name)
 
 
 def rabbitmqctl(*args: str) -> str:
     return subprocess.run([*RABBITMQCTL, *args], check=True, capture_output=True, text=True, timeout=60).stdout
 
 
+def _add_vhost() -> str:
+    name = f"btc_test_{uuid.uuid4().hex[:12]}"
+    user = make_url(AMQP_BASE_URL.replace("amqp://", "postgresql://", 1)).username or "guest"
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+    return name
+
+
+def _delete_vhost(name: str) -> None:
+    rabbitmqctl("delete_vhost", name)
+
+
+class _SpareVhost:
+    """The next throwaway vhost, made in the background while the test that took the last one
+    runs: unused until taken, it is the same as one made on demand. Deleted at exit if left."""
+
+    def __init__(self) -> None:
+        self._spare: Future[str] | None = None
+        self._lock = threading.Lock()
+        atexit.register(self._delete_left)
+
+    def take(self) -> str:
+        with self._lock:
+            taken = self._spare or _background.submit(_add_vhost)
+            self._spare = _background.submit(_add_vhost)
+        return taken.result()
+
+    def _delete_left(self) -> None:
+        if self._spare is not None and self._spare.exception() is None:
+            _delete_vhost(self._spare.result())
+
+
+_vhosts = _SpareVhost()
+
+
 @contextmanager
 def throwaway_vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of its own; yields its AMQP URL."""
-    name = f"btc_test_{uuid.uuid4().hex[:12]}"
-    url = make_url(AMQP_BASE_URL.replace("amqp://", "postgresql://", 1))
-    rabbitmqctl("add_vhost", name)
-    rabbitmqctl("set_permissions", "-p", name, url.username or "guest", ".*", ".*", ".*")
+    """A RabbitMQ vhost of its own; yields its AMQP URL. Deleted in the background on exit."""
+    name = _vhosts.take()
     try:
         yield AMQP_BASE_URL.rsplit("/", 1)[0] + "/" + name
     finally:
-        rabbitmqctl("delete_vhost", name)
+        _background.submit(_delete_vhost, name)
 
 
 def free_port() -> int:

@@ -23,9 +23,9 @@ def yoyo_url(url: str) -> str:
 
 def migrate(database: str, url: str) -> int:
     """Apply what is missing; return how many migrations were applied."""
-    backend = _connect(database, yoyo_url(url))
     migrations = read_migrations(str(migrations_dir(database)))
-    with backend.lock():
+    # The backend's exit closes its connection: a database is cloned only with none left open.
+    with _connect(database, yoyo_url(url)) as backend, backend.lock():
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
     logs.event(log, "migrated", database=database, applied=[m.id for m in pending], total=len(migrations))

@@ -264,7 +264,11 @@ def test_poison_messages_are_dead_lettered_while_good_events_flow(flow: tuple[Su
     connection.close()
     clients.create(20)
     assert_read_model_converges(suite)
-    wait_until(lambda: queue_depth(suite, rabbitmq.DEAD_LETTER_QUEUE) == len(poison), 20, 0.1, "dead letters")
+    try:
+        wait_until(lambda: queue_depth(suite, rabbitmq.DEAD_LETTER_QUEUE) == len(poison), 20, 0.1, "dead letters")
+    except AssertionError as timeout:  # say what was there: too few, too many, or still queued
+        dead, queued = queue_depth(suite, rabbitmq.DEAD_LETTER_QUEUE), queue_depth(suite, rabbitmq.QUEUE)
+        raise AssertionError(f"{timeout}: {dead} of {len(poison)} dead-lettered, {queued} still queued") from None
     assert "event_dead_lettered" in suite.service("read_model_sync").logs()
 
 

@@ -139,6 +139,7 @@ def test_dead_letters_can_be_printed_then_moved_back(databases: Databases, amqp_
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
     rabbitmq.declare_topology(channel)
+    channel.confirm_delivery()  # each one in the queue before the command looks
     for index in range(3):
         channel.basic_publish(rabbitmq.DEAD_LETTER_EXCHANGE, "", f"poison {index}".encode())
     connection.close()

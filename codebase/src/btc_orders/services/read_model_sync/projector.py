@@ -52,8 +52,6 @@ DatabaseError = (DBAPIError, psycopg2.Error)
 WORN_DELIVERIES = rabbitmq.DELIVERY_LIMIT // 2
 # On a graceful stop, deliveries in flight are waited for until none came for this long.
 STOP_QUIET_SECONDS = 0.2
-# With nothing held, the longest wait for a delivery between two looks at the stop flag.
-IDLE_WAIT_SECONDS = 0.2
 
 
 @dataclass
@@ -119,7 +117,7 @@ class Projector:
             self._broker_outage.recovered()
             backoff.reset()
             while not stop:
-                connection.process_data_events(time_limit=self._wait_seconds())
+                connection.process_data_events(time_limit=0 if self._inbox else self.batch_wait_seconds)
                 arrived = bool(self._inbox)
                 self._take_inbox(channel)
                 if self._batch and (not arrived or len(self._batch) >= self.prefetch):
@@ -128,16 +126,6 @@ class Projector:
         finally:
             if connection.is_open:
                 connection.close()
-
-    def _wait_seconds(self) -> float:
-        """How long to wait for deliveries: not at all with some unread; `batch_wait_seconds` for
-        more of a batch held; up to `IDLE_WAIT_SECONDS` with nothing held. pika returns as soon as
-        a delivery arrives, so the idle wait delays nothing: it only bounds how long a stop waits,
-        and spares the idle loop a wake-up every `batch_wait_seconds` (measured: docs/benchmarks.md,
-        "Event path")."""
-        if self._inbox:
-            return 0
-        return self.batch_wait_seconds if self._batch else IDLE_WAIT_SECONDS
 
     def _deliver(
         self, _channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes

@@ -173,9 +173,8 @@ _vhosts = _SpareVhost()
 
 @contextmanager
 def throwaway_vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of its own; yields its AMQP URL. Deleted on exit, before the next test:
-    deleting a vhost stops its quorum queues, which in the background slowed the next test's
-    queues (dead letters counted short in two clean-clone runs)."""
+    """A RabbitMQ vhost of its own; yields its AMQP URL. Deleted on exit, before the next test
+    (deleting one stops its quorum queues: never while the next test's queues run)."""
     name = _vhosts.take()
     try:
         yield AMQP_BASE_URL.rsplit("/", 1)[0] + "/" + name

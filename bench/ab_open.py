@@ -5,7 +5,7 @@ Each variant is a folder holding a `btc_orders` package (e.g. `git archive` of a
 Rounds run the variants in turn (A B, B A, ...) against one throwaway write-model database,
 one btc_price and the fake Coinbase; create_buy_order runs under gunicorn
 (docker/gunicorn.conf.py) with `.env`'s settings and LOG_LEVEL=INFO. Prints the CPU time its
-processes used per order (from /proc) and the PUT latency, per run and as medians.
+processes used per order (from /proc), and their Postgres backends', and the PUT latency, per run and as medians.
 
     .venv/bin/python bench/ab_open.py --variant before=/tmp/src_before --rate 200 --seconds 15 --rounds 3
     .venv/bin/python bench/ab_open.py --variant warning=@WARNING    # the working tree at INFO and at WARNING
@@ -50,6 +50,7 @@ def main() -> int:
     coinbase = FakeCoinbase().start()
     procs = Processes()
     cpu_ms: dict[str, list[float]] = {name: [] for name in variants}
+    pg_ms: dict[str, list[float]] = {name: [] for name in variants}
     p99: dict[str, list[float]] = {name: [] for name in variants}
     try:
         from btc_orders.services.migration.__main__ import migrate
@@ -70,14 +71,16 @@ def main() -> int:
                 assert create.url
                 run_open_loop(create.url, args.rate, 2)  # warm-up
                 groups = {create.pid: name}
-                before = cpu.snapshot(groups)
+                before = cpu.snapshot(groups, (write_db,))
                 load = run_open_loop(create.url, args.rate, args.seconds)
-                used = cpu.used(before, cpu.snapshot(groups))[name]
+                used = cpu.used(before, cpu.snapshot(groups, (write_db,)))
                 ok = load.statuses.get(201, 0)
-                cpu_ms[name].append(1000 * used / max(ok, 1))
+                cpu_ms[name].append(1000 * used[name] / max(ok, 1))
+                pg_ms[name].append(1000 * used["postgres"] / max(ok, 1))
                 p99[name].append(pct(load.put_latency_ms, 99))
                 log(
-                    f"{name} r{round_}: {ok} orders, CPU {cpu_ms[name][-1]:.3f} ms/order, PUT p50 "
+                    f"{name} r{round_}: {ok} orders, CPU {cpu_ms[name][-1]:.3f} ms/order "
+                    f"(Postgres {pg_ms[name][-1]:.3f}), PUT p50 "
                     f"{pct(load.put_latency_ms, 50):.1f} p99 {p99[name][-1]:.1f} ms, other statuses "
                     f"{ {k: v for k, v in statuses(load).items() if k != '201'} }"
                 )
@@ -91,7 +94,8 @@ def main() -> int:
     for name in variants:
         print(
             f"  {name:>12}: {statistics.median(cpu_ms[name]):.3f} ms CPU/order "
-            f"(runs {', '.join(f'{v:.3f}' for v in cpu_ms[name])}), PUT p99 {statistics.median(p99[name]):.1f} ms"
+            f"(runs {', '.join(f'{v:.3f}' for v in cpu_ms[name])}), its Postgres backends "
+            f"{statistics.median(pg_ms[name]):.3f} ms/order, PUT p99 {statistics.median(p99[name]):.1f} ms"
         )
     return 0
 

@@ -141,15 +141,15 @@ def large_read_model(read_engine: Engine) -> Engine:
     return read_engine
 
 
-def plan(engine: Engine, prepared: read_model.Prepared, values: tuple[Any, ...]) -> dict[str, Any]:
+def plan(engine: Engine, prepared: db.Prepared, values: tuple[Any, ...]) -> dict[str, Any]:
     """The executed plan of one of the service's prepared statements, prepared and planned on a
     pooled connection as the service does it (`run_prepared`: the generic plan)."""
-    explained = read_model.Prepared(
+    explained = db.Prepared(
         prepared.name, prepared.prepare, f"EXPLAIN (ANALYZE, BUFFERS, SUMMARY, FORMAT JSON) {prepared.execute}"
     )
     connection = engine.raw_connection()
     try:
-        cursor = read_model.run_prepared(connection, explained, values)
+        cursor = db.run_prepared(connection, explained, values)
         result = cursor.fetchone()[0]
         cursor.execute("SHOW plan_cache_mode")
         assert cursor.fetchone()[0] == "force_generic_plan"

@@ -400,10 +400,10 @@ def test_the_generic_plan_of_every_shape_scans_indexes_only(large_history: Engin
     explained = []
     for shape in every_shape():
         prepared = read_model.prepared_page(shape)
-        explain = read_model.Prepared(prepared.name, prepared.prepare, f"EXPLAIN (FORMAT JSON) {prepared.execute}")
+        explain = db.Prepared(prepared.name, prepared.prepare, f"EXPLAIN (FORMAT JSON) {prepared.execute}")
         connection = large_history.raw_connection()
         try:
-            cursor = read_model.run_prepared(connection, explain, (LIMIT, reference, BASE, BASE + HOUR))
+            cursor = db.run_prepared(connection, explain, (LIMIT, reference, BASE, BASE + HOUR))
             tree = cursor.fetchone()[0][0]["Plan"]
         finally:
             connection.close()

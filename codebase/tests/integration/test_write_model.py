@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from btc_orders.adapters import db, outbox
+from btc_orders.adapters import write_model as write_model_module
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain import money
 from btc_orders.domain.errors import BtcCapExceeded
@@ -60,6 +61,65 @@ def test_the_same_key_returns_the_stored_order_and_stores_nothing_more(write_eng
     assert created and not created_again
     assert again == first
     assert ledger_total(write_engine) == (10_000, 100 * 10**8 - 10_000)
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "transactions"])
+def test_the_one_statement_is_prepared_once_per_connection_and_again_when_forgotten(
+    databases: Databases, autocommit: bool
+) -> None:
+    """The fast path's statement is a prepared one (run on the raw pooled connection): on an
+    engine in autocommit (the service's) or not, an order is stored and committed, and a
+    connection whose statements were dropped behind the pool's back prepares it again."""
+    engine = db.create_engine(databases.write_url, pool_size=1, autocommit=autocommit)
+    try:
+        write_model = WriteModel(engine, 4, engine_autocommit=autocommit)
+        write_model.ensure_cap(money.btc_to_satoshis(Decimal("100")))
+        write_model.place(order("1.00"), RATE, None)
+        with engine.connect() as connection:
+            prepared = connection.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars().all()
+            assert prepared == ["place_order"]
+            connection.exec_driver_sql("DEALLOCATE ALL")
+            connection.commit()
+        write_model.place(order("2.00"), RATE, None)
+        write_model.place(order("3.00"), RATE, None)
+        assert ledger_total(engine) == (6_000, 100 * 10**8 - 6_000)
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL")).scalar_one()
+        assert stored == 3
+    finally:
+        engine.dispose()
+
+
+def test_the_generic_plan_of_the_one_statement_finds_the_key_by_its_index_from_the_first_order(
+    write_engine: Engine,
+) -> None:
+    """Prepared with `force_generic_plan`, the statement is planned once for any key and slot, and
+    kept until the next ANALYZE. Planned on an empty table (a new deployment's first order), that
+    plan must already look the key up by its index, not read every order: it serves every order
+    until autovacuum next analyzes the table, however many have been stored meanwhile."""
+    write_model = model(write_engine, "100")
+    with write_engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")  # empty
+
+    statement = write_model_module._PLACE_IN_ONE_STATEMENT
+    explain = db.Prepared(statement.name, statement.prepare, f"EXPLAIN (FORMAT JSON) {statement.execute}")
+    values = (uuid.uuid4(), 1000, 0, uuid.uuid4(), "USD", Decimal(1), RATE, Decimal("0.00001"), None, uuid.uuid4(), "x")
+    connection = write_engine.raw_connection()
+    try:
+        cursor = db.run_prepared(connection, explain, values)  # prepared and planned on the empty table
+        for _ in range(2_000):
+            write_model.place(order("0.01"), RATE, None)
+        cursor.execute(explain.execute, values)  # the same connection: the plan made while empty
+        document = cursor.fetchone()[0]
+        connection.dbapi_connection.rollback()
+    finally:
+        connection.close()
+    flat = [document[0]["Plan"]]
+    for node in flat:
+        flat.extend(node.get("Plans", []))
+    assert "buy_order" not in {node["Relation Name"] for node in flat if node["Node Type"] == "Seq Scan"}, flat
+    scanned = {node.get("Index Name") for node in flat if node["Node Type"] in ("Index Scan", "Index Only Scan")}
+    assert "buy_order_idempotence_key_key" in scanned, scanned
 
 
 def test_orders_are_never_updated_or_deleted(write_engine: Engine) -> None:

@@ -1,10 +1,14 @@
 """Postgres engines and the schema check that services run before serving."""
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import psycopg2.errors
 import psycopg2.extras
 import sqlalchemy
 from sqlalchemy import Engine, make_url, text
@@ -247,3 +251,123 @@ def unavailable_on_outage(database: str) -> Iterator[None]:
         if is_outage(error):
             raise ServiceUnavailable(outage_message(database, error)) from error
         raise
+
+
+# Prepared statements, for the hot statements of the services (a page, an order, the create
+# path's one statement). Parsed and planned once per pooled connection instead of per request,
+# and run on the raw psycopg2 connection without SQLAlchemy's per-execution work. Measured in the
+# tuning log of docs/benchmarks.md: the create statement's server time halves, a page's planning
+# goes.
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement prepared once on each pooled connection (`prepare`), then run by `execute`
+    (psycopg2 `%s` placeholders, one per parameter of the prepared statement, in order)."""
+
+    name: str
+    prepare: str
+    execute: str
+    parameters: tuple[str, ...] = ()  # the names of the parameters, in order (`named`)
+
+    @classmethod
+    def named(cls, name: str, statement: str, types: Mapping[str, str]) -> "Prepared":
+        """`statement` written with `:name` parameters (as for SQLAlchemy's `text`), each of the
+        SQL type `types[name]`, prepared as `$1`..`$n` in the order of `types`."""
+        order = list(types)
+
+        def placeholder(match: re.Match[str]) -> str:
+            return f"${order.index(match[1]) + 1}"
+
+        body = _NAMED.sub(placeholder, statement)
+        prepare = f"PREPARE {name} ({', '.join(types.values())}) AS {body}"
+        return cls(name, prepare, f"EXECUTE {name} ({', '.join(['%s'] * len(order))})", tuple(order))
+
+    def values(self, parameters: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The values of a `named` statement's parameters, in its order."""
+        return tuple(parameters[name] for name in self.parameters)
+
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+# Every prepared statement is planned once, generically, for any parameters: each one's generic
+# plan is the same chain of index scans as its custom ones (proven by the EXPLAIN tests of the
+# EXECUTEd statements), so planning per request (0.1-0.4 ms, more than the execution) buys
+# nothing. Under the default `auto` mode Postgres plans the first five executions anew and some
+# shapes for ever (measured; tuning log in benchmarks.md).
+#
+# A generic plan is kept until the tables' statistics change (an ANALYZE invalidates it). Planned
+# while a table is still empty, as on a new deployment's first request, it would read the table
+# in full (the cheapest plan of an empty table) until autovacuum next analyzes it, however much
+# it has grown meanwhile (seen: a sequential scan of the orders for every key lookup). Every
+# statement prepared here is an index lookup or an index range by design, so sequential scans
+# are priced out on these connections: the plan is the index's from the first request on.
+PLAN_SETTINGS = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off"
+_PREPARED_KEY = "btc_orders.prepared"  # in a pooled connection's `info`: cleared on reconnect
+
+
+def run_prepared(connection: Any, prepared: Prepared, values: Sequence[Any]) -> Any:
+    """A cursor on `connection` (a pooled DBAPI connection) that has run `prepared` with `values`.
+
+    The first statement on a connection sets `PLAN_SETTINGS` (committed at once when the connection
+    is not in autocommit, so the pool's rollback on check-in keeps it) and each statement is
+    prepared on its first use. What was prepared is kept in the connection's `info`, which
+    SQLAlchemy clears when it replaces a lost connection: the new one prepares again. A statement
+    the server no longer knows (a `DEALLOCATE` or `DISCARD ALL` behind the pool's back) is
+    prepared again and run once more (it never ran): `prepared statement does not exist` never
+    reaches a caller.
+    """
+    dbapi = connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        try:
+            _prepare(connection, cursor, prepared)
+            cursor.execute(prepared.execute, values)
+        except psycopg2.errors.InvalidSqlStatementName:
+            if not dbapi.autocommit:
+                dbapi.rollback()
+            connection.info.pop(_PREPARED_KEY, None)
+            _prepare(connection, cursor, prepared)
+            cursor.execute(prepared.execute, values)
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
+
+
+def _prepare(connection: Any, cursor: Any, prepared: Prepared) -> None:
+    done: set[str] | None = connection.info.get(_PREPARED_KEY)
+    if done is None:
+        cursor.execute(PLAN_SETTINGS)
+        if not connection.dbapi_connection.autocommit:
+            connection.dbapi_connection.commit()
+        done = connection.info[_PREPARED_KEY] = set()
+    if prepared.name not in done:
+        cursor.execute(prepared.prepare)
+        done.add(prepared.name)
+
+
+def fetch_prepared(engine: Engine, prepared: Prepared, values: Sequence[Any]) -> tuple[Any, ...] | None:
+    """The first row (None: no row) of one prepared statement on a connection of `engine`'s pool,
+    run as a statement of its own: committed at once on a connection not in autocommit.
+
+    A connection lost with the server is discarded, and the pool with it (the others died too),
+    as SQLAlchemy does on a disconnect. Errors are psycopg2's: the caller maps outages with
+    `unavailable_on_outage`, as for SQLAlchemy's.
+    """
+    connection = engine.raw_connection()
+    try:
+        cursor = run_prepared(connection, prepared, values)
+        row: tuple[Any, ...] | None = cursor.fetchone()
+        cursor.close()
+        dbapi: Any = connection.dbapi_connection
+        if not dbapi.autocommit:
+            dbapi.commit()
+        return row
+    except psycopg2.Error as error:
+        if getattr(connection.dbapi_connection, "closed", 1):  # lost, not just refused
+            connection.invalidate(error)
+            engine.dispose(close=False)
+        raise
+    finally:
+        connection.close()

@@ -1,5 +1,6 @@
 """Stored orders as `BuyOrder`s: the write model's `buy_order` columns every reader selects, and the mapping."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,4 +37,19 @@ def order_from_row(row: Row[Any], sequence: int | None = None, created_at: datet
         exchange_rate=row.exchange_rate,
         bitcoin_amount=row.bitcoin_amount,
         idempotence_key=row.idempotence_key,
+    )
+
+
+def order_from_fields(fields: Sequence[Any]) -> BuyOrder:
+    """A `BuyOrder` from the values of `ORDER_FIELDS`, in that order (a raw driver row)."""
+    sequence, order_id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key = fields
+    return BuyOrder(
+        id=order_id,
+        sequence=sequence,
+        created_at=created_at,
+        currency=Currency(currency),
+        amount=amount,
+        exchange_rate=exchange_rate,
+        bitcoin_amount=bitcoin_amount,
+        idempotence_key=idempotence_key,
     )

@@ -34,9 +34,9 @@ _INSERT = text(
 )
 # The fast path's insert: a data-modifying CTE of the write model's one statement, after the CTE
 # `o` that inserted the order (and returns its `sequence`). Parameters: `:event_id`,
-# `:routing_key`, `:request_id`.
+# `:routing_key`, `:request_id` (typed by the prepared statement: `uuid`, `text`, `text`).
 INSERT_FROM_ORDER_CTE = """INSERT INTO outbox (event_id, order_sequence, routing_key, request_id)
-        SELECT CAST(:event_id AS uuid), o.sequence, CAST(:routing_key AS text), CAST(:request_id AS text)
+        SELECT :event_id, o.sequence, :routing_key, :request_id
         FROM o"""
 
 

@@ -37,11 +37,9 @@ from functools import cache
 from typing import Any, Literal
 
 import orjson
-import psycopg2
-import psycopg2.errors
 from sqlalchemy import Connection, Engine, text
 
-from btc_orders.adapters.db import unavailable_on_outage
+from btc_orders.adapters.db import Prepared, fetch_prepared, unavailable_on_outage
 from btc_orders.domain import orders
 from btc_orders.domain.errors import OrderNotFound, UnknownReference
 from btc_orders.events import BuyOrderCreated
@@ -272,16 +270,6 @@ def _page_statement(shape: _Shape) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A statement prepared once on each pooled connection (`prepare`), then run by `execute`
-    (psycopg2 `%s` placeholders, one per parameter of the prepared statement, in order)."""
-
-    name: str
-    prepare: str
-    execute: str
-
-
 @cache
 def prepared_page(shape: _Shape) -> Prepared:
     """The prepared statement of a page of this shape; `ReadModel.page_values` are its parameters."""
@@ -295,53 +283,6 @@ PREPARED_ONE = Prepared(
     "PREPARE one_order (uuid) AS SELECT document FROM buy_order_view WHERE id = $1",
     "EXECUTE one_order (%s)",
 )
-# Every statement of this module that a connection prepares is planned once, generically, for
-# any parameters: each shape's generic plan is the same chain of index scans as its custom ones
-# (proven by the EXPLAIN tests of the EXECUTEd statements), so planning per request (0.1-0.4 ms,
-# more than the execution) buys nothing. Under the default `auto` mode Postgres plans the first
-# five executions anew and some shapes for ever (measured; tuning log in benchmarks.md).
-PLAN_MODE = "SET plan_cache_mode = force_generic_plan"
-_PREPARED_KEY = "btc_orders.read_model.prepared"  # in a pooled connection's `info`: cleared on reconnect
-
-
-def run_prepared(connection: Any, prepared: Prepared, values: Sequence[Any]) -> Any:
-    """A cursor on `connection` (a pooled DBAPI connection) that has run `prepared` with `values`.
-
-    The first statement on a connection sets `PLAN_MODE` (committed at once when the connection
-    is not in autocommit, so the pool's rollback on check-in keeps it) and each statement is
-    prepared on its first use. What was prepared is kept in the connection's `info`, which
-    SQLAlchemy clears when it replaces a lost connection: the new one prepares again. A statement
-    the server no longer knows (a `DEALLOCATE` or `DISCARD ALL` behind the pool's back) is
-    prepared again and run once more: `prepared statement does not exist` never reaches a caller.
-    """
-    dbapi = connection.dbapi_connection
-    cursor = dbapi.cursor()
-    try:
-        try:
-            _prepare(connection, cursor, prepared)
-            cursor.execute(prepared.execute, values)
-        except psycopg2.errors.InvalidSqlStatementName:
-            if not dbapi.autocommit:
-                dbapi.rollback()
-            connection.info.pop(_PREPARED_KEY, None)
-            _prepare(connection, cursor, prepared)
-            cursor.execute(prepared.execute, values)
-    except BaseException:
-        cursor.close()
-        raise
-    return cursor
-
-
-def _prepare(connection: Any, cursor: Any, prepared: Prepared) -> None:
-    done: set[str] | None = connection.info.get(_PREPARED_KEY)
-    if done is None:
-        cursor.execute(PLAN_MODE)
-        if not connection.dbapi_connection.autocommit:
-            connection.dbapi_connection.commit()
-        done = connection.info[_PREPARED_KEY] = set()
-    if prepared.name not in done:
-        cursor.execute(prepared.prepare)
-        done.add(prepared.name)
 
 
 def _quoted(reference: str | None) -> bytes:
@@ -417,27 +358,10 @@ class ReadModel:
             return set(connection.execute(_PRESENT, {"ids": list(order_ids)}).scalars())
 
     def _fetch_one(self, prepared: Prepared, values: Sequence[Any]) -> tuple[Any, ...] | None:
-        """One row of one prepared statement on a pooled psycopg2 connection, without SQLAlchemy's
-        per-execution work (measured: +39% req/s at page_size=10; tuning log in benchmarks.md).
-
-        Outages answer as through `unavailable_on_outage`: a 503 with the same message; a
-        connection lost with the server is discarded, and the pool with it (the others died
-        too), as SQLAlchemy does on a disconnect.
-        """
-        with unavailable_on_outage("read-model"):  # refused, lost or an exhausted pool: 503
-            connection = self.engine.raw_connection()
-            try:
-                cursor = run_prepared(connection, prepared, values)
-                row: tuple[Any, ...] | None = cursor.fetchone()
-                cursor.close()
-                return row
-            except psycopg2.Error as error:
-                if getattr(connection.dbapi_connection, "closed", 1):  # lost, not just refused
-                    connection.invalidate(error)
-                    self.engine.dispose(close=False)
-                raise
-            finally:
-                connection.close()
+        """One row of one prepared statement, without SQLAlchemy's per-execution work (measured:
+        +39% req/s at page_size=10; tuning log in benchmarks.md). Outages answer 503."""
+        with unavailable_on_outage("read-model"):
+            return fetch_prepared(self.engine, prepared, values)
 
 
 def resource(order: Mapping[str, Any]) -> dict[str, Any]:

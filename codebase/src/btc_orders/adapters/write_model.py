@@ -8,13 +8,14 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import psycopg2.errors
 from sqlalchemy import Connection, Engine, Row, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from btc_orders import logs
 from btc_orders.adapters import outbox
-from btc_orders.adapters.db import unavailable_on_outage
-from btc_orders.adapters.order_rows import ORDER_COLUMNS, order_from_row
+from btc_orders.adapters.db import Prepared, fetch_prepared, unavailable_on_outage
+from btc_orders.adapters.order_rows import ORDER_COLUMNS, order_from_fields, order_from_row
 from btc_orders.domain import cap, money
 from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight
 from btc_orders.domain.orders import BuyOrder, OrderRequest
@@ -48,7 +49,8 @@ _INSERT_ORDER = text(
 # slot included (the caller answers with the stored order). Locks are taken in one order on
 # every path, slots before the key (the slow path locks every slot, then inserts): a same-key
 # race cannot deadlock.
-_PLACE_IN_ONE_STATEMENT = text(
+_PLACE_IN_ONE_STATEMENT = Prepared.named(
+    "place_order",
     f"""
     WITH k AS (
         SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = :key
@@ -58,18 +60,29 @@ _PLACE_IN_ONE_STATEMENT = text(
         RETURNING slot
     ), o AS (
         INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount, request_id)
-        SELECT CAST(:id AS uuid), CAST(:key AS uuid), CAST(:currency AS text), CAST(:amount AS numeric),
-               CAST(:exchange_rate AS numeric), CAST(:bitcoin_amount AS numeric), CAST(:request_id AS text)
+        SELECT :id, :key, :currency, :amount, :exchange_rate, :bitcoin_amount, :request_id
         FROM s
         RETURNING sequence, created_at
     ), e AS (
         {outbox.INSERT_FROM_ORDER_CTE}
     )
     SELECT o.sequence, o.created_at,
-           k.sequence AS replayed_sequence, k.id, k.created_at AS replayed_created_at, k.currency, k.amount,
-           k.exchange_rate, k.bitcoin_amount, k.idempotence_key
+           k.sequence, k.id, k.created_at, k.currency, k.amount, k.exchange_rate, k.bitcoin_amount, k.idempotence_key
     FROM (SELECT) AS one LEFT JOIN o ON true LEFT JOIN k ON true
-    """  # noqa: S608  (fixed fragments; values are parameters)
+    """,  # noqa: S608  (fixed fragments; values are parameters)
+    {
+        "key": "uuid",
+        "satoshis": "bigint",
+        "slot": "integer",
+        "id": "uuid",
+        "currency": "text",
+        "amount": "numeric",
+        "exchange_rate": "numeric",
+        "bitcoin_amount": "numeric",
+        "request_id": "text",
+        "event_id": "uuid",
+        "routing_key": "text",
+    },
 )
 _IDEMPOTENCE_KEY_CONSTRAINT = "buy_order_idempotence_key_key"
 
@@ -188,39 +201,40 @@ class WriteModel:
         """The fast path; None when the chosen slot cannot cover the order."""
         order_id = uuid.uuid4()
         bitcoin_amount = money.satoshis_to_btc(satoshis)
-        with self._statements.connect() as connection:
-            try:
-                row = connection.execute(
-                    _PLACE_IN_ONE_STATEMENT,
-                    {
-                        "slot": self._pick_slot(),
-                        "satoshis": satoshis,
-                        "id": order_id,
-                        "key": request.idempotence_key,
-                        "currency": request.currency.value,
-                        "amount": request.amount,
-                        "exchange_rate": exchange_rate,
-                        "bitcoin_amount": bitcoin_amount,
-                        "request_id": request_id,
-                        "event_id": uuid.uuid4(),
-                        "routing_key": EVENT_TYPE,
-                    },
-                ).one()
-            except IntegrityError as error:
-                diag = getattr(error.orig, "diag", None)
-                if diag is None or diag.constraint_name != _IDEMPOTENCE_KEY_CONSTRAINT:
-                    raise
-                # A concurrent request stored this key first (and committed): a replay.
+        values = _PLACE_IN_ONE_STATEMENT.values(
+            {
+                "key": request.idempotence_key,
+                "satoshis": satoshis,
+                "slot": self._pick_slot(),
+                "id": order_id,
+                "currency": request.currency.value,
+                "amount": request.amount,
+                "exchange_rate": exchange_rate,
+                "bitcoin_amount": bitcoin_amount,
+                "request_id": request_id,
+                "event_id": uuid.uuid4(),
+                "routing_key": EVENT_TYPE,
+            }
+        )
+        try:
+            row = fetch_prepared(self._statements, _PLACE_IN_ONE_STATEMENT, values)
+        except psycopg2.errors.UniqueViolation as error:
+            if error.diag.constraint_name != _IDEMPOTENCE_KEY_CONSTRAINT:
+                raise
+            # A concurrent request stored this key first (and committed): a replay.
+            with self._statements.connect() as connection:
                 existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
-                return order_from_row(existing), False
-        if row.replayed_sequence is not None:
-            return order_from_row(row, sequence=row.replayed_sequence, created_at=row.replayed_created_at), False
-        if row.sequence is None:
+            return order_from_row(existing), False
+        assert row is not None  # the statement returns one row, always
+        sequence, created_at, *replayed = row
+        if replayed[0] is not None:  # the key names a stored order: its fields, in ORDER_FIELDS order
+            return order_from_fields(replayed), False
+        if sequence is None:
             return None
         order = BuyOrder(
             id=order_id,
-            sequence=row.sequence,
-            created_at=row.created_at,
+            sequence=sequence,
+            created_at=created_at,
             currency=request.currency,
             amount=request.amount,
             exchange_rate=exchange_rate,

@@ -296,13 +296,15 @@ _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 # nothing. Under the default `auto` mode Postgres plans the first five executions anew and some
 # shapes for ever (measured; tuning log in benchmarks.md).
 #
-# A generic plan is kept until the tables' statistics change (an ANALYZE invalidates it). Planned
-# while a table is still empty, as on a new deployment's first request, it would read the table
-# in full (the cheapest plan of an empty table) until autovacuum next analyzes it, however much
-# it has grown meanwhile (seen: a sequential scan of the orders for every key lookup). Every
-# statement prepared here is an index lookup or an index range by design, so sequential scans
-# are priced out on these connections: the plan is the index's from the first request on.
-PLAN_SETTINGS = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off"
+# A generic plan is kept until the statistics of its tables change (an ANALYZE invalidates it,
+# and the next execution plans again). A new deployment's tables have never been analyzed: the
+# planner assumes a few pages and the plans are the indexes' (tested). A plan made just after an
+# ANALYZE of a table of a few rows may read that table in full, which costs what reading its
+# index would, until the next ANALYZE: autovacuum's, once 50 rows and 10% have changed, within
+# its naptime (1 minute). Sequential scans are not priced out (`enable_seqscan = off`): the
+# penalty pushes a plan's estimated cost past `jit_above_cost`, and JIT compilation then took
+# 190-230 ms per page (measured).
+PLAN_SETTINGS = "SET plan_cache_mode = force_generic_plan"
 _PREPARED_KEY = "btc_orders.prepared"  # in a pooled connection's `info`: cleared on reconnect
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from btc_orders.adapters import db, rabbitmq
 from tests.e2e.conftest import Suite
-from tests.support.services import admin_connection, rabbitmqctl, wait_until
+from tests.support.services import admin_connection, publish_confirmed, rabbitmqctl, wait_until
 
 ORDER_FIELDS = "id, created_at, currency, amount::text, exchange_rate::text, bitcoin_amount::text, idempotence_key"
 
@@ -257,11 +257,7 @@ def test_poison_messages_are_dead_lettered_while_good_events_flow(flow: tuple[Su
         },
     }
     poison.append(json.dumps(clash).encode())
-    connection = pika.BlockingConnection(pika.URLParameters(suite.amqp_url))
-    channel = connection.channel()
-    for body in poison:
-        channel.basic_publish(rabbitmq.EXCHANGE, rabbitmq.ROUTING_KEY, body)
-    connection.close()
+    publish_confirmed(suite.amqp_url, rabbitmq.EXCHANGE, rabbitmq.ROUTING_KEY, poison)
     clients.create(20)
     assert_read_model_converges(suite)
     try:

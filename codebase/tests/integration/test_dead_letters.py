@@ -17,7 +17,7 @@ import pika
 import pytest
 
 from btc_orders.adapters import rabbitmq
-from tests.support.services import Databases, base_env, rabbitmqctl, wait_until
+from tests.support.services import Databases, base_env, publish_confirmed, rabbitmqctl, wait_until
 
 
 def admin(databases: Databases, amqp_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -37,8 +37,7 @@ def dead_letter(amqp_url: str, bodies: list[bytes]) -> None:
     """Real dead letters: published to the main queue, then rejected by a consumer."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = rabbitmq.declare_topology(connection.channel())
-    for body in bodies:
-        channel.basic_publish(rabbitmq.EXCHANGE, rabbitmq.ROUTING_KEY, body)
+    publish_confirmed(amqp_url, rabbitmq.EXCHANGE, rabbitmq.ROUTING_KEY, bodies)
     for _ in bodies:
         method = None
         while method is None:

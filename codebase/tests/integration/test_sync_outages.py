@@ -11,12 +11,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import pika
 import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import db, rabbitmq
-from tests.support.services import Databases, wait_until
+from tests.support.services import Databases, publish_confirmed, wait_until
 from tests.support.workers import (
     PROJECTOR_LOG,
     Running,
@@ -152,9 +151,7 @@ def test_the_database_failing_while_a_refused_batch_is_replayed_one_by_one_is_an
     place_and_relay(write_engine, amqp_url, 1)
     with write_engine.connect() as connection:
         first_id = str(connection.execute(text("SELECT id FROM buy_order WHERE sequence = 1")).scalar_one())
-    connection_ = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    connection_.channel().basic_publish(rabbitmq.EXCHANGE, rabbitmq.ROUTING_KEY, clash_with(first_id))
-    connection_.close()
+    publish_confirmed(amqp_url, rabbitmq.EXCHANGE, rabbitmq.ROUTING_KEY, [clash_with(first_id)])
     place_and_relay(write_engine, amqp_url, 3)
     # The batch fails on the clash (a unique violation: poison) before order 2 is reached; replayed
     # one by one, order 2's insert then loses its connection (the server ends the session), once.

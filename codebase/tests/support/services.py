@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pika
 import psycopg2
 from sqlalchemy.engine import make_url
 
@@ -180,6 +181,20 @@ def throwaway_vhost() -> Iterator[str]:
         yield AMQP_BASE_URL.rsplit("/", 1)[0] + "/" + name
     finally:
         _delete_vhost(name)
+
+
+def publish_confirmed(amqp_url: str, exchange: str, routing_key: str, bodies: list[bytes]) -> None:
+    """Publish each body with a publisher confirm and `mandatory`, as the relay does: once this
+    returns, every one is in a queue. A plain publish followed by closing the connection may lose
+    a message the broker had not taken yet (AMQP promises nothing without confirms)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for body in bodies:
+            channel.basic_publish(exchange, routing_key, body, mandatory=True)  # raises if nacked or unroutable
+    finally:
+        connection.close()
 
 
 def free_port() -> int:

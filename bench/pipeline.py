@@ -43,6 +43,10 @@ def main() -> int:
     parser.add_argument("--all", action="store_true", help="run every rate, not only until the first breaks")
     parser.add_argument("--quick", action="store_true", help="smoke run: rates 50,100, 4 s each, pgbench 3 s")
     parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY of create and fetch (default 2)")
+    parser.add_argument(
+        "--src", default="", help="a folder holding another btc_orders package (an A/B: e.g. a `git archive` of an "
+        "older codebase/src), first on every suite process's PYTHONPATH; the run's own code stays the working tree's"
+    )
     parser.add_argument("--note", default="", help="the machine's state, printed with the figures")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--render", type=Path, metavar="RESULTS", help="no run: render the results of --json again")

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, rates: list[float]) -> dict[str, Any]:
                 "READ_MODEL_DB_URL": pg.db_url(read_db, True),
                 "AMQP_URL": amqp_url(vhost),
                 "BTC_CAP": BTC_CAP,
-            }
+            } | ({"PYTHONPATH": args.src} if args.src else {})
             create = start_suite(procs, env, args.workers)
             groups = {proc.pid: proc.name for proc in procs.running}
             assert create.url

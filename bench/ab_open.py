@@ -9,6 +9,7 @@ processes used per order (from /proc), and their Postgres backends', and the PUT
 
     .venv/bin/python bench/ab_open.py --variant before=/tmp/src_before --rate 200 --seconds 15 --rounds 3
     .venv/bin/python bench/ab_open.py --variant warning=@WARNING    # the working tree at INFO and at WARNING
+    .venv/bin/python bench/ab_open.py --trivial --rate 400          # against a trivial FastAPI PUT
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from benchkit.services import Processes
 from benchkit.stats import pct
 from tests.support.fake_coinbase import FakeCoinbase
 
+TRIVIAL = "trivial"  # the variant that is bench/trivial_app.py, not a btc_orders tree
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +38,12 @@ def main() -> int:
         help="NAME=SRC_DIR[@LOG_LEVEL] (a folder holding btc_orders; empty: the working tree)",
     )
     parser.add_argument("--no-current", action="store_true")
+    parser.add_argument(
+        "--trivial",
+        action="store_true",
+        help="also bench/trivial_app.py's PUT /buy_order (201, body unread) under the same gunicorn settings, "
+        "as the variant `trivial`: issue 16's create ÷ trivial PUT ratio at the same rate",
+    )
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=3)
@@ -44,6 +53,8 @@ def main() -> int:
     variants = dict(item.split("=", 1) for item in args.variant)  # NAME=SRC_DIR[@LOG_LEVEL]
     if not args.no_current:
         variants["current"] = ""
+    if args.trivial:
+        variants["trivial"] = TRIVIAL
 
     write_db = f"bench_abo_{secrets.token_hex(4)}"
     pg.create_database(write_db)
@@ -67,7 +78,10 @@ def main() -> int:
             for name, variant in order:
                 src, _, level = variant.partition("@")
                 own = {**({"PYTHONPATH": src} if src else {}), **({"LOG_LEVEL": level} if level else {})}
-                create = procs.gunicorn("create_buy_order", args.workers, {**env, **own}, ready_path="/readyz")
+                if variant == TRIVIAL:
+                    create = procs.gunicorn("create_buy_order", args.workers, env, app="trivial_app:app")
+                else:
+                    create = procs.gunicorn("create_buy_order", args.workers, {**env, **own}, ready_path="/readyz")
                 assert create.url
                 run_open_loop(create.url, args.rate, 2)  # warm-up
                 groups = {create.pid: name}
@@ -90,6 +104,11 @@ def main() -> int:
         coinbase.stop()
         with contextlib.suppress(Exception):
             pg.drop_database(write_db)
+    if args.trivial:
+        trivial = statistics.median(cpu_ms["trivial"])
+        for name in variants:
+            if name != "trivial":
+                print(f"  {name} ÷ trivial PUT, CPU per request: {statistics.median(cpu_ms[name]) / trivial:.2f}")
     print(f"\nmedians over {args.rounds} rounds, {args.rate:.0f}/s for {args.seconds:.0f} s, {args.workers} worker(s):")
     for name in variants:
         print(

@@ -1,9 +1,10 @@
 """The whole pipeline under open-loop load, as a user runs it in production (issue 16).
 
-create_buy_order and fetch_buy_orders under gunicorn with 2 uvicorn workers each and btc_price
-with one (docker/gunicorn.conf.py, the run images' command), outbox_relay and read_model_sync as
-`python -m`, every process with the repository's `.env` settings (LOG_LEVEL=INFO, pools, batch
-sizes) except the URLs, the ports, `BTC_CAP` (21,000,000) and Fluentd (off, as `run.sh --local`).
+create_buy_order and fetch_buy_orders under gunicorn with `.env`'s WEB_CONCURRENCY uvicorn workers
+each (`--workers`) and btc_price with one (docker/gunicorn.conf.py, the run images' command),
+outbox_relay and read_model_sync as `python -m`, every process with the repository's `.env`
+settings (LOG_LEVEL=INFO, pools, batch sizes) except the URLs, the ports, `BTC_CAP` (21,000,000)
+and Fluentd (off, as `run.sh --local`).
 Coinbase is codebase/tests/support/fake_coinbase.py; the databases and the vhost are throwaway.
 
 Per rate: PUT /buy_order at a fixed schedule with unique keys (latency from the scheduled start,
@@ -32,7 +33,7 @@ import sys
 from pathlib import Path
 
 from benchkit import REPO, pipeline_report
-from benchkit.pipeline_run import run
+from benchkit.pipeline_run import dotenv, run
 
 
 def main() -> int:
@@ -42,10 +43,17 @@ def main() -> int:
     parser.add_argument("--pgbench-seconds", type=float, default=10)
     parser.add_argument("--all", action="store_true", help="run every rate, not only until the first breaks")
     parser.add_argument("--quick", action="store_true", help="smoke run: rates 50,100, 4 s each, pgbench 3 s")
-    parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY of create and fetch (default 2)")
     parser.add_argument(
-        "--src", default="", help="a folder holding another btc_orders package (an A/B: e.g. a `git archive` of an "
-        "older codebase/src), first on every suite process's PYTHONPATH; the run's own code stays the working tree's"
+        "--workers",
+        type=int,
+        default=int(dotenv()["WEB_CONCURRENCY"]),
+        help="WEB_CONCURRENCY of create and fetch (default: the repository's .env, as a user runs it)",
+    )
+    parser.add_argument(
+        "--src",
+        default="",
+        help="a folder holding another btc_orders package (an A/B: e.g. a `git archive` of an "
+        "older codebase/src), first on every suite process's PYTHONPATH; the run's own code stays the working tree's",
     )
     parser.add_argument("--note", default="", help="the machine's state, printed with the figures")
     parser.add_argument("--json", type=Path, help="also write the raw results here")

@@ -148,12 +148,16 @@ def run(args: argparse.Namespace, rates: list[float]) -> dict[str, Any]:
         try:
             results["naive_before"] = naive_tx_per_s(write, args.pgbench_seconds)
             pg.execute(write, "VACUUM ANALYZE")
-            env = production_env(coinbase.url) | {
-                "WRITE_MODEL_DB_URL": pg.db_url(write_db, True),
-                "READ_MODEL_DB_URL": pg.db_url(read_db, True),
-                "AMQP_URL": amqp_url(vhost),
-                "BTC_CAP": BTC_CAP,
-            } | ({"PYTHONPATH": args.src} if args.src else {})
+            env = (
+                production_env(coinbase.url)
+                | {
+                    "WRITE_MODEL_DB_URL": pg.db_url(write_db, True),
+                    "READ_MODEL_DB_URL": pg.db_url(read_db, True),
+                    "AMQP_URL": amqp_url(vhost),
+                    "BTC_CAP": BTC_CAP,
+                }
+                | ({"PYTHONPATH": args.src} if args.src else {})
+            )
             create = start_suite(procs, env, args.workers)
             groups = {proc.pid: proc.name for proc in procs.running}
             assert create.url

@@ -18,8 +18,8 @@ from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay import relay as relay_module
 from btc_orders.services.outbox_relay.relay import Relay
-from btc_orders.services.worker import StopFlag
 from tests.support.services import Databases, base_env, wait_until
+from tests.support.workers import start_relay
 
 
 def place(write_engine: Engine, count: int) -> None:
@@ -128,9 +128,7 @@ def test_resend_from_a_sequence_says_which_events_were_pruned(
 def test_the_running_relay_prunes_on_its_own(write_engine: Engine, amqp_url: str) -> None:
     place(write_engine, 12)
     relay = Relay(write_engine, amqp_url, retention_seconds=3600)
-    stop = StopFlag(signals=False)
-    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    thread.start()
+    stop, thread = start_relay(relay)
     try:
         wait_until(lambda: outbox(write_engine) == (12, 0), 30, 0.1, "the rows to be sent")
         age_sent_rows(write_engine, 7200)
@@ -154,9 +152,7 @@ def test_a_prune_the_database_refuses_never_stops_the_relaying(
     engine = db.create_engine(databases.write_url.replace("postgres@", f"{role}@", 1), 2)
     caplog.set_level(logging.INFO, logger="btc_orders.services.outbox_relay.relay")
     relay = Relay(engine, amqp_url, retention_seconds=60)
-    stop = StopFlag(signals=False)
-    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    thread.start()
+    stop, thread = start_relay(relay)
     try:
         place(write_engine, 3)
         wait_until(lambda: outbox(write_engine) == (3, 0), 30, 0.1, "the rows to be sent")

@@ -8,7 +8,6 @@ tests/integration/test_admin.py.
 """
 
 import logging
-import threading
 import time
 import uuid
 from decimal import Decimal
@@ -20,9 +19,8 @@ from btc_orders.adapters import db
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay.relay import Relay
-from btc_orders.services.worker import StopFlag
 from tests.support.services import Databases, wait_until
-from tests.support.workers import log_events
+from tests.support.workers import log_events, start_relay
 
 RELAY_LOG = "btc_orders.services.outbox_relay.relay"
 APPLICATION = "relay_idle_test"
@@ -56,9 +54,7 @@ def test_rows_placed_while_the_relay_idles_are_sent_and_a_killed_probe_connectio
     caplog.set_level(logging.INFO, logger=RELAY_LOG)
     engine = db.create_engine(databases.write_url, 2, application_name=APPLICATION)
     relay = Relay(engine, amqp_url)
-    stop = StopFlag(signals=False)
-    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    thread.start()
+    stop, thread = start_relay(relay)
     try:
         place(write_engine, 1)
         wait_until(lambda: unsent(write_engine) == 0, 30, 0.05, "the first row to be sent")

@@ -8,7 +8,6 @@ other relays within seconds; once the network is back, the relay reconnects and 
 
 import logging
 import socket
-import threading
 import uuid
 from decimal import Decimal
 from urllib.parse import urlsplit, urlunsplit
@@ -21,10 +20,9 @@ from btc_orders.adapters import db, rabbitmq
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay.relay import Relay
-from btc_orders.services.worker import StopFlag
 from tests.support.blackhole_proxy import BlackholeProxy
 from tests.support.services import Databases, wait_until
-from tests.support.workers import PROJECTOR_LOG, Running, log_events, place_and_relay, projected
+from tests.support.workers import PROJECTOR_LOG, Running, log_events, place_and_relay, projected, start_relay
 
 RELAY_LOG = "btc_orders.services.outbox_relay.relay"
 
@@ -105,9 +103,7 @@ def test_a_relay_cut_off_while_holding_rows_releases_them_and_reconnects_after(
     ):
         engine = db.create_engine(database.set(port=pg_proxy.port).render_as_string(hide_password=False), 2)
         relay = Relay(engine, through(amqp_url, amqp_proxy.port))
-        stop = StopFlag(signals=False)
-        thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-        thread.start()
+        stop, thread = start_relay(relay)
         try:
             place(write_engine, 3)
             wait_until(lambda: unsent(write_engine) == 0, 30, 0.1, "the relay to send through the proxies")

@@ -61,6 +61,14 @@ def sql(database: str, *statements: str) -> None:
     connection.close()
 
 
+def start_relay(relay: Relay) -> tuple[StopFlag, threading.Thread]:
+    """`relay` running on a daemon thread until the returned flag is set (the caller joins it)."""
+    stop = StopFlag(signals=False)
+    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    thread.start()
+    return stop, thread
+
+
 def log_events(caplog: pytest.LogCaptureFixture, name: str, logger: str = PROJECTOR_LOG) -> int:
     return sum(1 for record in caplog.records if record.name == logger and record.getMessage() == name)
 

@@ -244,9 +244,9 @@ async def probe(check: Callable[..., _T], *args: Any) -> _T:
     return await anyio.to_thread.run_sync(check, *args, limiter=limiter)
 
 
-async def in_thread(executor: Executor | None, function: Callable[..., _T], *args: Any) -> _T:
+async def in_thread(executor: Executor, function: Callable[..., _T], *args: Any) -> _T:
     """`function(*args)`, a blocking call (a database statement), on one of `executor`'s threads, in
-    the caller's context (its request id); None: the event loop's default threads.
+    the caller's context (its request id).
 
     The HTTP routes are `async` and hand off only this call: `run_in_executor` costs less per
     request than FastAPI running a whole sync route through anyio (tuning log in benchmarks.md).

@@ -144,7 +144,8 @@ def test_a_prune_the_database_refuses_never_stops_the_relaying(
     import logging
 
     from btc_orders.adapters import db
-    from tests.support.workers import log_events, sql
+    from tests.support.services import sql
+    from tests.support.workers import log_events
 
     role = f"relay_{uuid.uuid4().hex[:8]}"
     sql("postgres", f"CREATE ROLE {role} LOGIN")

@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 
 from btc_orders.adapters import rabbitmq
 from btc_orders.services.read_model_sync.projector import WORN_DELIVERIES
-from tests.support.services import Databases, rabbitmqctl, wait_until
-from tests.support.workers import PROJECTOR_LOG, Running, log_events, place_and_relay, projected, queue_counts, sql
+from tests.support.services import Databases, rabbitmqctl, sql, wait_until
+from tests.support.workers import PROJECTOR_LOG, Running, log_events, place_and_relay, projected, queue_counts
 
 
 def slow_down_the_read_model(database: str, seconds_per_row: float) -> None:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import db, rabbitmq
-from tests.support.services import Databases, publish_confirmed, wait_until
+from tests.support.services import Databases, publish_confirmed, sql, wait_until
 from tests.support.workers import (
     PROJECTOR_LOG,
     Running,
@@ -23,7 +23,6 @@ from tests.support.workers import (
     place_and_relay,
     projected,
     queue_counts,
-    sql,
 )
 
 

@@ -94,16 +94,18 @@ def _migrated_template(model: str) -> str:
     with _templates_lock:
         if model not in _templates:
             name = f"test_template_{model}_{uuid.uuid4().hex[:12]}"
-            _admin(f"CREATE DATABASE {name}")
+            sql("postgres", f"CREATE DATABASE {name}")
             atexit.register(_drop, name)
             migrate(model, database_url(name))
-            _admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            sql("postgres", f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
             _templates[model] = name
         return _templates[model]
 
 
-def _admin(*statements: str) -> None:
-    connection = admin_connection()
+def sql(database: str, *statements: str) -> None:
+    """Run statements as the superuser in `database` ("postgres": the server's own)."""
+    connection = admin_connection() if database == "postgres" else psycopg2.connect(dsn(database))
+    connection.autocommit = True
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
@@ -112,7 +114,7 @@ def _admin(*statements: str) -> None:
 
 def _drop(*names: str) -> None:
     # A test may have closed a database to connections (an outage): FORCE ends the sessions left.
-    _admin(*(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)" for name in names))
+    sql("postgres", *(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)" for name in names))
 
 
 @contextmanager
@@ -123,7 +125,8 @@ def throwaway_databases(migrated: bool = True) -> Iterator[Databases]:
     databases = Databases(f"test_write_{suffix}", f"test_read_{suffix}")
     write_template = _migrated_template("write_model") if migrated else "template1"
     read_template = _migrated_template("read_model") if migrated else "template1"
-    _admin(
+    sql(
+        "postgres",
         f"CREATE DATABASE {databases.write_name} TEMPLATE {write_template}",
         f"CREATE DATABASE {databases.read_name} TEMPLATE {read_template}",
     )

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-import psycopg2
 import pytest
 from sqlalchemy import Engine, text
 
@@ -15,7 +14,7 @@ from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay.relay import Relay
 from btc_orders.services.read_model_sync.projector import Projector
 from btc_orders.services.worker import StopFlag
-from tests.support.services import admin_connection, dsn, rabbitmqctl
+from tests.support.services import rabbitmqctl
 
 PROJECTOR_LOG = "btc_orders.services.read_model_sync.projector"
 
@@ -49,16 +48,6 @@ def queue_counts(amqp_url: str) -> dict[str, tuple[int, int]]:
         name, ready, unacked = line.split("\t")
         counts[name] = (int(ready), int(unacked))
     return counts
-
-
-def sql(database: str, *statements: str) -> None:
-    """Run statements as the superuser in `database` ("postgres": the server's own)."""
-    connection = admin_connection() if database == "postgres" else psycopg2.connect(dsn(database))
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        for statement in statements:
-            cursor.execute(statement)
-    connection.close()
 
 
 def start_relay(relay: Relay) -> tuple[StopFlag, threading.Thread]:

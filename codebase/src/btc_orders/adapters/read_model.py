@@ -278,11 +278,7 @@ def prepared_page(shape: _Shape) -> Prepared:
     return Prepared(shape.name, prepare, f"EXECUTE {shape.name} (%s, %s, %s, %s)")
 
 
-PREPARED_ONE = Prepared(
-    "one_order",
-    "PREPARE one_order (uuid) AS SELECT document FROM buy_order_view WHERE id = $1",
-    "EXECUTE one_order (%s)",
-)
+PREPARED_ONE = Prepared.named("one_order", "SELECT document FROM buy_order_view WHERE id = :id", {"id": "uuid"})
 
 
 def _quoted(reference: str | None) -> bytes:

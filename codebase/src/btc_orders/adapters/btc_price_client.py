@@ -51,13 +51,21 @@ class BtcPriceClient:
 
     def rate(self, currency: Currency, request_id: str | None = None) -> Decimal:
         """The current rate, never older than `max_age_seconds`; else `RateUnavailable`."""
+        reusable = self.reusable_rate(currency, request_id)
+        return reusable if reusable is not None else self._fetch_and_keep(currency, request_id)
+
+    def reusable_rate(self, currency: Currency, request_id: str | None = None) -> Decimal | None:
+        """The rate kept from btc_price while it may still be reused, else None (`rate` fetches one).
+
+        Never blocks: the refresh-ahead fetch, when due, runs on a thread of its own.
+        """
         recent = self._recent.get(currency)
         now = time.monotonic()
         if recent and now - recent[2] < self.reuse_seconds and _age(recent[1]) <= self.max_age_seconds:
             if now - recent[2] >= self.refresh_after_seconds:
                 self._refresh_in_background(currency, request_id)
             return recent[0]
-        return self._fetch_and_keep(currency, request_id)
+        return None
 
     def _fetch_and_keep(self, currency: Currency, request_id: str | None) -> Decimal:
         asked_at = time.monotonic()

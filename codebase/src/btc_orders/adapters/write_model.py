@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from btc_orders import logs
 from btc_orders.adapters import outbox
 from btc_orders.adapters.db import Prepared, fetch_prepared, unavailable_on_outage
+from btc_orders.adapters.db_loop import LoopConnections, NoConnectionFree
 from btc_orders.adapters.order_rows import ORDER_COLUMNS, order_from_fields, order_from_row
 from btc_orders.domain import cap, money
 from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight
@@ -134,6 +135,53 @@ _CLAIM_KEY = text(
 )
 
 
+class _FastPath:
+    """One run of `_PLACE_IN_ONE_STATEMENT`: its parameters, and what its row means."""
+
+    def __init__(
+        self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None, slot: int
+    ) -> None:
+        self.request = request
+        self.exchange_rate = exchange_rate
+        self.order_id = uuid.uuid4()
+        self.bitcoin_amount = money.satoshis_to_btc(satoshis)
+        self.values = _PLACE_IN_ONE_STATEMENT.values(
+            {
+                "key": request.idempotence_key,
+                "satoshis": satoshis,
+                "slot": slot,
+                "id": self.order_id,
+                "currency": request.currency.value,
+                "amount": request.amount,
+                "exchange_rate": exchange_rate,
+                "bitcoin_amount": self.bitcoin_amount,
+                "request_id": request_id,
+                "event_id": uuid.uuid4(),
+                "routing_key": EVENT_TYPE,
+            }
+        )
+
+    def outcome(self, row: tuple[Any, ...] | None) -> tuple[BuyOrder, bool] | None:
+        """`(order, created)`, or None when the chosen slot could not cover the order."""
+        assert row is not None  # the statement returns one row, always
+        sequence, created_at, *replayed = row
+        if replayed[0] is not None:  # the key names a stored order: its fields, in ORDER_FIELDS order
+            return order_from_fields(replayed), False
+        if sequence is None:
+            return None
+        order = BuyOrder(
+            id=self.order_id,
+            sequence=sequence,
+            created_at=created_at,
+            currency=self.request.currency,
+            amount=self.request.amount,
+            exchange_rate=self.exchange_rate,
+            bitcoin_amount=self.bitcoin_amount,
+            idempotence_key=self.request.idempotence_key,
+        )
+        return order, True
+
+
 class WriteModel:
     """Orders, the cap ledger and the outbox in the write-model database."""
 
@@ -143,8 +191,11 @@ class WriteModel:
         slot_count: int = 16,
         choose: Callable[[int], int] | None = None,
         engine_autocommit: bool = False,
+        loop_connections: LoopConnections | None = None,
     ) -> None:
         """`engine_autocommit`: the engine was made with `db.create_engine(autocommit=True)`.
+        `loop_connections`: to the same database, for `place_on_loop` (without them it always
+        answers None).
 
         Most of the work here is single statements (the fast path, lookups), which run in
         autocommit; the slow path and `ensure_cap` need a transaction. On an autocommit engine
@@ -167,6 +218,7 @@ class WriteModel:
         self.cap_satoshis: int | None = None  # the ledger's cap as last read (another replica may set it)
         self._disagreements_logged: set[tuple[str, int, int]] = set()
         self._log_lock = threading.Lock()
+        self.loop_connections = loop_connections
 
     def find_by_key(self, idempotence_key: uuid.UUID) -> BuyOrder | None:
         with unavailable_on_outage("write-model"), self._statements.connect() as connection:
@@ -195,29 +247,40 @@ class WriteModel:
             # The chosen slot is short (nothing was stored, no lock is left): lock them all, in order.
             return self._place_taking_from_all_slots(request, exchange_rate, satoshis, request_id)
 
+    async def place_on_loop(
+        self, request: OrderRequest, exchange_rate: Decimal, request_id: str | None
+    ) -> tuple[BuyOrder, bool] | None:
+        """`place`'s common case awaited on the event loop, or None: call `place` (on a thread).
+
+        The fast path's one statement on one of `loop_connections`. None, with nothing stored,
+        whenever that statement cannot settle the order alone: no loop connections or none free,
+        an order above the whole cap, the chosen slot short of it, or the key stored meanwhile by
+        a concurrent request (its statement undone). Outages raise `ServiceUnavailable`, as `place`.
+        """
+        if self.loop_connections is None:
+            return None
+        satoshis = money.bitcoin_satoshis(request.amount, exchange_rate)
+        if self.cap_satoshis is not None and satoshis > self.cap_satoshis:
+            return None
+        statement = _FastPath(request, exchange_rate, satoshis, request_id, self._pick_slot())
+        with unavailable_on_outage("write-model"):
+            try:
+                row = await self.loop_connections.fetch_prepared(_PLACE_IN_ONE_STATEMENT, statement.values)
+            except NoConnectionFree:
+                return None
+            except psycopg2.errors.UniqueViolation as error:
+                if error.diag.constraint_name != _IDEMPOTENCE_KEY_CONSTRAINT:
+                    raise
+                return None  # `place` answers with the order the concurrent request stored
+        return statement.outcome(row)
+
     def _place_in_one_statement(
         self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None
     ) -> tuple[BuyOrder, bool] | None:
         """The fast path; None when the chosen slot cannot cover the order."""
-        order_id = uuid.uuid4()
-        bitcoin_amount = money.satoshis_to_btc(satoshis)
-        values = _PLACE_IN_ONE_STATEMENT.values(
-            {
-                "key": request.idempotence_key,
-                "satoshis": satoshis,
-                "slot": self._pick_slot(),
-                "id": order_id,
-                "currency": request.currency.value,
-                "amount": request.amount,
-                "exchange_rate": exchange_rate,
-                "bitcoin_amount": bitcoin_amount,
-                "request_id": request_id,
-                "event_id": uuid.uuid4(),
-                "routing_key": EVENT_TYPE,
-            }
-        )
+        statement = _FastPath(request, exchange_rate, satoshis, request_id, self._pick_slot())
         try:
-            row = fetch_prepared(self._statements, _PLACE_IN_ONE_STATEMENT, values)
+            row = fetch_prepared(self._statements, _PLACE_IN_ONE_STATEMENT, statement.values)
         except psycopg2.errors.UniqueViolation as error:
             if error.diag.constraint_name != _IDEMPOTENCE_KEY_CONSTRAINT:
                 raise
@@ -225,23 +288,7 @@ class WriteModel:
             with self._statements.connect() as connection:
                 existing = connection.execute(_FIND_BY_KEY, {"key": request.idempotence_key}).one()
             return order_from_row(existing), False
-        assert row is not None  # the statement returns one row, always
-        sequence, created_at, *replayed = row
-        if replayed[0] is not None:  # the key names a stored order: its fields, in ORDER_FIELDS order
-            return order_from_fields(replayed), False
-        if sequence is None:
-            return None
-        order = BuyOrder(
-            id=order_id,
-            sequence=sequence,
-            created_at=created_at,
-            currency=request.currency,
-            amount=request.amount,
-            exchange_rate=exchange_rate,
-            bitcoin_amount=bitcoin_amount,
-            idempotence_key=request.idempotence_key,
-        )
-        return order, True
+        return statement.outcome(row)
 
     def _place_taking_from_all_slots(
         self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None

@@ -6,6 +6,7 @@ bootstrap of fakes or override the dependencies. The key's HTTP rules (header or
 differing, neither) are here; the order's rules are `handler.place_buy_order`'s.
 """
 
+import functools
 import uuid
 from collections.abc import Callable
 from typing import Annotated
@@ -22,7 +23,7 @@ from btc_orders.domain.errors import IdempotenceKeyConflict
 from btc_orders.services import startup
 from btc_orders.services.create_buy_order.bootstrap import bootstrap as build_adapters
 from btc_orders.services.create_buy_order.deps import Adapters, settings_of
-from btc_orders.services.create_buy_order.handler import place_buy_order
+from btc_orders.services.create_buy_order.handler import place_buy_order_on_loop
 from btc_orders.services.create_buy_order.schemas import (
     BuyOrderRequest,
     BuyOrderResource,
@@ -95,7 +96,8 @@ async def put_buy_order(
     ] = None,
 ) -> Response:
     command = place_command(body, idempotency_key, logs.request_id_var.get())
-    order, created = await web.in_thread(adapters.executor, place_buy_order, command, adapters.prices, adapters.orders)
+    in_thread = functools.partial(web.in_thread, adapters.executor)
+    order, created = await place_buy_order_on_loop(command, adapters.prices, adapters.orders, in_thread)
     if created:
         location = f"{settings_of(request).public_fetch_url}/buy_orders/{order.id}"
         return web.json_response(order.resource(), 201, {"Location": location})

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from btc_orders import metrics, web
 from btc_orders.adapters import db
 from btc_orders.adapters.btc_price_client import BtcPriceClient
+from btc_orders.adapters.db_loop import LoopConnections
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.services.startup import engine_at_schema
 from btc_orders.settings import CreateBuyOrderSettings
@@ -22,6 +23,7 @@ class CreateAdapters:
     prices: BtcPriceClient
     engine: Engine
     probe_engine: Engine
+    loop_connections: LoopConnections
     # The threads that place orders (`web.in_thread`): one per pooled connection, so a request
     # waits for a thread, never for a connection.
     executor: ThreadPoolExecutor
@@ -36,18 +38,26 @@ class CreateAdapters:
         }
 
     async def close(self) -> None:
+        await self.loop_connections.close()
         self.executor.shutdown(wait=True)
         self.prices.close()
         self.engine.dispose()
         self.probe_engine.dispose()
 
 
+def connections_on_loop(pool_size: int) -> int:
+    """How many of a worker's `DB_POOL_SIZE` connections serve statements awaited on the event loop
+    (the create fast path's); the others serve the threads. The worker's total stays `DB_POOL_SIZE`."""
+    return pool_size // 2
+
+
 def bootstrap(settings: CreateBuyOrderSettings) -> CreateAdapters:
+    on_loop = connections_on_loop(settings.db_pool_size)
+    threads = settings.db_pool_size - on_loop
     # Autocommit: an order is one statement on the fast path (see WriteModel).
-    engine = engine_at_schema(
-        settings.write_model_db_url, settings.db_pool_size, "create_buy_order", "write_model", autocommit=True
-    )
-    orders = WriteModel(engine, settings.cap_ledger_slots, engine_autocommit=True)
+    engine = engine_at_schema(settings.write_model_db_url, threads, "create_buy_order", "write_model", autocommit=True)
+    loop_connections = LoopConnections(settings.write_model_db_url, on_loop, "create_buy_order")
+    orders = WriteModel(engine, settings.cap_ledger_slots, engine_autocommit=True, loop_connections=loop_connections)
     orders.ensure_cap(settings.btc_cap_satoshis)
     # Probes (/readyz, the cap gauges of /metrics) read through connections of their own: never
     # one of the pool the request threads hold (web.probe bounds their threads).
@@ -63,5 +73,5 @@ def bootstrap(settings: CreateBuyOrderSettings) -> CreateAdapters:
         settings.rate_max_age_seconds,
         reuse_seconds=settings.rate_ttl_seconds,
     )
-    executor = ThreadPoolExecutor(settings.db_pool_size, thread_name_prefix="write_model")
-    return CreateAdapters(orders, prices, engine, probe_engine, executor)
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="write_model")
+    return CreateAdapters(orders, prices, engine, probe_engine, loop_connections, executor)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from btc_orders import logs, metrics
 from btc_orders.adapters import db
+from btc_orders.adapters.db_loop import NoConnectionFree
 from btc_orders.domain import errors, money
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,17 @@ async def in_thread(executor: Executor, function: Callable[..., _T], *args: Any)
     """
     context = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(executor, context.run, function, *args)
+
+
+async def on_loop_or_thread(
+    executor: Executor, on_loop: Callable[..., Awaitable[_T]], blocking: Callable[..., _T], *args: Any
+) -> _T:
+    """`on_loop(*args)` awaited on the event loop (a statement on a `db_loop` connection), or the
+    same work as `blocking(*args)` on a thread (`in_thread`) when every loop connection is busy."""
+    try:
+        return await on_loop(*args)
+    except NoConnectionFree:
+        return await in_thread(executor, blocking, *args)
 
 
 class SingleFlight(Generic[_T]):

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from btc_orders.adapters.db_loop import NoConnectionFree
 from btc_orders.adapters.read_model import PageBody, PageQuery
 from btc_orders.domain.errors import OrderNotFound, ServiceUnavailable, UnknownReference
 from btc_orders.services.fetch_buy_orders import deps
@@ -51,9 +52,12 @@ class FakeArrivals:
 
 @dataclass
 class FakeReadModel:
-    """Pages and orders as stored documents; `missing` misses before the order is found."""
+    """Pages and orders as stored documents; `missing` misses before the order is found.
+    `loop_busy`: every statement on the event loop finds no connection free (the thread serves)."""
 
     arrivals: FakeArrivals
+    loop_busy: bool = False
+    served_on_loop: int = 0
     page: PageBody = field(default_factory=lambda: PageBody(b'{"buy_orders":[]}', None, None, False, False))
     queries: list[PageQuery] = field(default_factory=list)
     missing: int = 0
@@ -74,15 +78,27 @@ class FakeReadModel:
             raise OrderNotFound(f"no buy order has id {order_id}")
         return ORDER
 
+    async def fetch_page_on_loop(self, query: PageQuery) -> PageBody:
+        if self.loop_busy:
+            raise NoConnectionFree("busy")
+        self.served_on_loop += 1
+        return self.fetch_page(query)
+
+    async def one_body_on_loop(self, order_id: uuid.UUID) -> bytes:
+        if self.loop_busy:
+            raise NoConnectionFree("busy")
+        self.served_on_loop += 1
+        return self.one_body(order_id)
+
 
 @pytest.fixture
 def arrivals() -> FakeArrivals:
     return FakeArrivals()
 
 
-@pytest.fixture
-def read_model(arrivals: FakeArrivals) -> FakeReadModel:
-    return FakeReadModel(arrivals)
+@pytest.fixture(params=[False, True], ids=["on the loop", "loop busy"])
+def read_model(arrivals: FakeArrivals, request: pytest.FixtureRequest) -> FakeReadModel:
+    return FakeReadModel(arrivals, loop_busy=request.param)
 
 
 @pytest.fixture
@@ -177,3 +193,11 @@ def test_prefer_wait_without_a_wait_on_offer_is_answered_at_once(client: TestCli
     response = client.get(f"/buy_orders/{uuid.uuid4()}", headers={"Prefer": "wait=5"})
     assert response.status_code == 404
     assert "preference-applied" not in response.headers
+
+
+def test_pages_and_orders_are_read_on_the_loop_and_on_a_thread_when_its_connections_are_busy(
+    client: TestClient, read_model: FakeReadModel
+) -> None:
+    assert client.get("/buy_orders").status_code == 200
+    assert client.get(f"/buy_orders/{ORDER_ID}").status_code == 200
+    assert read_model.served_on_loop == (0 if read_model.loop_busy else 2)

@@ -1,5 +1,6 @@
 """The read model on a real Postgres: idempotent projection and constant-cost keyset pages."""
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -9,8 +10,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import db, read_model
+from btc_orders.adapters.db_loop import LoopConnections, NoConnectionFree
 from btc_orders.adapters.read_model import ReadModel, apply_created_events
-from btc_orders.domain.errors import ServiceUnavailable, UnknownReference
+from btc_orders.domain.errors import OrderNotFound, ServiceUnavailable, UnknownReference
 from tests.support.services import Databases
 
 ROWS = 100_000
@@ -53,6 +55,35 @@ def test_pages_follow_each_other_without_gap_or_overlap(read_engine: Engine) -> 
     assert len(third.buy_orders) == 5
     with pytest.raises(UnknownReference):
         model.page(10, uuid.uuid4())
+
+
+def test_pages_and_orders_awaited_on_the_loop_are_the_threads_bytes(databases: Databases, read_engine: Engine) -> None:
+    rows = [event_row(sequence) for sequence in range(1, 26)]
+    with read_engine.begin() as connection:
+        apply_created_events(connection, rows)
+    model = ReadModel(read_engine, LoopConnections(databases.read_url, 2, "fetch_buy_orders_loop_test"))
+    queries = [
+        read_model.PageQuery(10, None),
+        read_model.PageQuery(10, rows[14]["id"]),
+        read_model.PageQuery(3, None, rows[3]["id"], ("USD",)),
+    ]
+
+    async def run() -> tuple[list[Any], bytes]:
+        pages = [await model.fetch_page_on_loop(query) for query in queries]
+        one = await model.one_body_on_loop(rows[7]["id"])
+        with pytest.raises(UnknownReference):
+            await model.fetch_page_on_loop(read_model.PageQuery(10, uuid.uuid4()))
+        with pytest.raises(OrderNotFound):
+            await model.one_body_on_loop(uuid.uuid4())
+        assert model.loop_connections is not None
+        await model.loop_connections.close()
+        return pages, one
+
+    pages, one = asyncio.run(run())
+    assert pages == [model.fetch_page(query) for query in queries]
+    assert one == model.one_body(rows[7]["id"])
+    with pytest.raises(NoConnectionFree):  # none on the loop: the route takes the thread
+        asyncio.run(ReadModel(read_engine).fetch_page_on_loop(queries[0]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,12 @@ import psycopg2.extensions
 from btc_orders.adapters import db
 
 
+def connections_on_loop(pool_size: int) -> int:
+    """How many of an HTTP worker's `DB_POOL_SIZE` connections serve statements awaited on the event
+    loop; the others serve its threads (`web.in_thread`). The worker's total stays `DB_POOL_SIZE`."""
+    return pool_size // 2
+
+
 class NoConnectionFree(Exception):
     """Every connection is busy with a statement (or they are closed): take the thread path."""
 

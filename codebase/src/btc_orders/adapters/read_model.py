@@ -40,6 +40,7 @@ import orjson
 from sqlalchemy import Connection, Engine, text
 
 from btc_orders.adapters.db import Prepared, fetch_prepared, unavailable_on_outage
+from btc_orders.adapters.db_loop import LoopConnections, NoConnectionFree
 from btc_orders.domain import orders
 from btc_orders.domain.errors import OrderNotFound, UnknownReference
 from btc_orders.events import BuyOrderCreated
@@ -302,30 +303,22 @@ def page_values(query: PageQuery) -> tuple[Any, ...]:
 
 
 class ReadModel:
-    def __init__(self, engine: Engine) -> None:
+    """The read model's queries. Each is one prepared statement, run on a thread (`fetch_page`,
+    `one_body`) or awaited on the event loop (`*_on_loop`, with `loop_connections`: those raise
+    `NoConnectionFree` when every loop connection is busy, and the caller takes the thread)."""
+
+    def __init__(self, engine: Engine, loop_connections: LoopConnections | None = None) -> None:
         self.engine = engine
+        self.loop_connections = loop_connections
 
     def fetch_page(self, query: PageQuery) -> PageBody:
         """The `GET /buy_orders` body, as `web.json_response` would encode the page."""
         shape = page_shape(query)
-        row = self._fetch_one(prepared_page(shape), page_values(query))
-        if row is None:  # the newest page always has its one row of aggregates
-            name = "last_reference" if shape.direction == "older" else "first_reference"
-            reference = query.last_reference or query.first_reference
-            raise UnknownReference(f"{name} {reference} is not the id of any order")
-        documents, first, last, has_more, has_other_side = row
-        body = b"".join(
-            (
-                b'{"buy_orders":[',
-                documents.encode() if documents else b"",
-                b'],"first_reference":',
-                _quoted(first),
-                b',"last_reference":',
-                _quoted(last),
-                b',"has_more":true}' if has_more else b',"has_more":false}',
-            )
-        )
-        return PageBody(body, first, last, bool(has_more), bool(has_other_side), shape.direction)
+        return _page_body(query, shape, self._fetch_one(prepared_page(shape), page_values(query)))
+
+    async def fetch_page_on_loop(self, query: PageQuery) -> PageBody:
+        shape = page_shape(query)
+        return _page_body(query, shape, await self._fetch_one_on_loop(prepared_page(shape), page_values(query)))
 
     def page_body(self, page_size: int, last_reference: uuid.UUID | None) -> bytes:
         """The body of an unfiltered page older than `last_reference` (the newest page without one)."""
@@ -338,11 +331,10 @@ class ReadModel:
 
     def one_body(self, order_id: uuid.UUID) -> bytes:
         """The `GET /buy_orders/{id}` body: the stored document."""
-        row = self._fetch_one(PREPARED_ONE, (order_id,))
-        if row is None:
-            raise OrderNotFound(f"no order with id {order_id} (yet: a new order may take a moment to appear)")
-        found: str = row[0]
-        return found.encode()
+        return _one_body(order_id, self._fetch_one(PREPARED_ONE, (order_id,)))
+
+    async def one_body_on_loop(self, order_id: uuid.UUID) -> bytes:
+        return _one_body(order_id, await self._fetch_one_on_loop(PREPARED_ONE, (order_id,)))
 
     def one(self, order_id: uuid.UUID) -> dict[str, Any]:
         result: dict[str, Any] = orjson.loads(self.one_body(order_id))
@@ -358,6 +350,39 @@ class ReadModel:
         +39% req/s at page_size=10; tuning log in benchmarks.md). Outages answer 503."""
         with unavailable_on_outage("read-model"):
             return fetch_prepared(self.engine, prepared, values)
+
+    async def _fetch_one_on_loop(self, prepared: Prepared, values: Sequence[Any]) -> tuple[Any, ...] | None:
+        if self.loop_connections is None:
+            raise NoConnectionFree("no connections on the loop")
+        with unavailable_on_outage("read-model"):
+            return await self.loop_connections.fetch_prepared(prepared, values)
+
+
+def _page_body(query: PageQuery, shape: _Shape, row: tuple[Any, ...] | None) -> PageBody:
+    if row is None:  # the newest page always has its one row of aggregates
+        name = "last_reference" if shape.direction == "older" else "first_reference"
+        reference = query.last_reference or query.first_reference
+        raise UnknownReference(f"{name} {reference} is not the id of any order")
+    documents, first, last, has_more, has_other_side = row
+    body = b"".join(
+        (
+            b'{"buy_orders":[',
+            documents.encode() if documents else b"",
+            b'],"first_reference":',
+            _quoted(first),
+            b',"last_reference":',
+            _quoted(last),
+            b',"has_more":true}' if has_more else b',"has_more":false}',
+        )
+    )
+    return PageBody(body, first, last, bool(has_more), bool(has_other_side), shape.direction)
+
+
+def _one_body(order_id: uuid.UUID, row: tuple[Any, ...] | None) -> bytes:
+    if row is None:
+        raise OrderNotFound(f"no order with id {order_id} (yet: a new order may take a moment to appear)")
+    found: str = row[0]
+    return found.encode()
 
 
 def resource(order: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from btc_orders import metrics, web
-from btc_orders.adapters import db
+from btc_orders.adapters import db, db_loop
 from btc_orders.adapters.btc_price_client import BtcPriceClient
 from btc_orders.adapters.db_loop import LoopConnections
 from btc_orders.adapters.write_model import WriteModel
@@ -45,14 +45,10 @@ class CreateAdapters:
         self.probe_engine.dispose()
 
 
-def connections_on_loop(pool_size: int) -> int:
-    """How many of a worker's `DB_POOL_SIZE` connections serve statements awaited on the event loop
-    (the create fast path's); the others serve the threads. The worker's total stays `DB_POOL_SIZE`."""
-    return pool_size // 2
-
-
 def bootstrap(settings: CreateBuyOrderSettings) -> CreateAdapters:
-    on_loop = connections_on_loop(settings.db_pool_size)
+    # Half of DB_POOL_SIZE serve the fast path's statement awaited on the event loop, half the
+    # threads, which take every other statement and an order when every loop connection is busy.
+    on_loop = db_loop.connections_on_loop(settings.db_pool_size)
     threads = settings.db_pool_size - on_loop
     # Autocommit: an order is one statement on the fast path (see WriteModel).
     engine = engine_at_schema(settings.write_model_db_url, threads, "create_buy_order", "write_model", autocommit=True)

@@ -104,7 +104,8 @@ async def list_buy_orders(
         created_gte,
         created_lt,
     )
-    page = await web.in_thread(adapters.executor, adapters.read_model.fetch_page, query)
+    read_model = adapters.read_model
+    page = await web.on_loop_or_thread(adapters.executor, read_model.fetch_page_on_loop, read_model.fetch_page, query)
     reference = last_reference or first_reference
     link = link_header(
         request.url.path, request.query_params.multi_items(), page, str(reference) if reference else None
@@ -143,7 +144,8 @@ async def get_buy_order(request: Request, order_id: uuid.UUID, adapters: Adapter
 
 
 async def _one(adapters: FetchAdapters, order_id: uuid.UUID, headers: dict[str, str] | None = None) -> Response:
-    body = await web.in_thread(adapters.executor, adapters.read_model.one_body, order_id)
+    read_model = adapters.read_model
+    body = await web.on_loop_or_thread(adapters.executor, read_model.one_body_on_loop, read_model.one_body, order_id)
     return Response(body, media_type="application/json", headers=headers)
 
 

@@ -8,7 +8,8 @@ import psycopg2.extensions
 from sqlalchemy import Engine
 
 from btc_orders import web
-from btc_orders.adapters import db
+from btc_orders.adapters import db, db_loop
+from btc_orders.adapters.db_loop import LoopConnections
 from btc_orders.adapters.read_model import ReadModel
 from btc_orders.services.fetch_buy_orders.arrivals import Arrivals
 from btc_orders.services.startup import engine_at_schema
@@ -21,6 +22,7 @@ class FetchAdapters:
     arrivals: Arrivals
     engine: Engine
     probe_engine: Engine
+    loop_connections: LoopConnections
     # The threads that run the read model's blocking statements: one per pooled connection, so
     # a request waits for a thread, never for a connection. Reached with `run_in_executor`,
     # which costs less per request than FastAPI's thread hand-off (tuning log in benchmarks.md).
@@ -34,16 +36,20 @@ class FetchAdapters:
 
     async def close(self) -> None:
         await self.arrivals.stop()
+        await self.loop_connections.close()
         self.executor.shutdown(wait=True)
         self.engine.dispose()
         self.probe_engine.dispose()
 
 
 def bootstrap(settings: FetchBuyOrdersSettings) -> FetchAdapters:
+    # Half of DB_POOL_SIZE serve the statements awaited on the event loop, half the threads, which
+    # take a request when every loop connection is busy (`web.on_loop_or_thread`).
+    on_loop = db_loop.connections_on_loop(settings.db_pool_size)
+    threads = settings.db_pool_size - on_loop
     # Every query of this service is one read-only statement: autocommit saves BEGIN and ROLLBACK.
-    engine = engine_at_schema(
-        settings.read_model_db_url, settings.db_pool_size, "fetch_buy_orders", "read_model", autocommit=True
-    )
+    engine = engine_at_schema(settings.read_model_db_url, threads, "fetch_buy_orders", "read_model", autocommit=True)
+    loop_connections = LoopConnections(settings.read_model_db_url, on_loop, "fetch_buy_orders")
     # /readyz pings on connections of its own, never one of the pool the request threads hold.
     probe_engine = db.create_engine(settings.read_model_db_url, web.PROBE_THREADS, "fetch_buy_orders_probe")
     connect_args, connect_params = engine.dialect.create_connect_args(engine.url)
@@ -54,5 +60,7 @@ def bootstrap(settings: FetchBuyOrdersSettings) -> FetchAdapters:
         return psycopg2.connect(*connect_args, **{**connect_params, **db.connect_args("fetch_buy_orders_listen")})
 
     arrivals = Arrivals(listen_connection, settings.read_your_write_max_waiters)
-    executor = ThreadPoolExecutor(settings.db_pool_size, thread_name_prefix="read_model")
-    return FetchAdapters(ReadModel(engine), arrivals, engine, probe_engine, executor)
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="read_model")
+    return FetchAdapters(
+        ReadModel(engine, loop_connections), arrivals, engine, probe_engine, loop_connections, executor
+    )

@@ -38,8 +38,14 @@ from btc_orders.adapters import db
 
 def connections_on_loop(pool_size: int) -> int:
     """How many of an HTTP worker's `DB_POOL_SIZE` connections serve statements awaited on the event
-    loop; the others serve its threads (`web.in_thread`). The worker's total stays `DB_POOL_SIZE`."""
-    return pool_size // 2
+    loop (three quarters: 15 of 20); the others, at least one, serve its threads (`web.in_thread`).
+    The worker's total stays `DB_POOL_SIZE`.
+
+    Measured at 32 clients (tuning log in docs/benchmarks.md): with half on the loop, a saturated
+    worker found them all busy often enough (a connection is held until the loop gets round to
+    its answer) that the orders handed to threads took back the gain; three quarters did as well
+    as all of them."""
+    return pool_size - max(1, pool_size // 4)
 
 
 class NoConnectionFree(Exception):

@@ -46,8 +46,8 @@ class CreateAdapters:
 
 
 def bootstrap(settings: CreateBuyOrderSettings) -> CreateAdapters:
-    # Half of DB_POOL_SIZE serve the fast path's statement awaited on the event loop, half the
-    # threads, which take every other statement and an order when every loop connection is busy.
+    # Three quarters of DB_POOL_SIZE serve the fast path's statement awaited on the event loop, the
+    # rest the threads, which take every other statement and an order when every loop connection is busy.
     on_loop = db_loop.connections_on_loop(settings.db_pool_size)
     threads = settings.db_pool_size - on_loop
     # Autocommit: an order is one statement on the fast path (see WriteModel).

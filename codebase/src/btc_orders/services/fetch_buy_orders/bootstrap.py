@@ -43,8 +43,8 @@ class FetchAdapters:
 
 
 def bootstrap(settings: FetchBuyOrdersSettings) -> FetchAdapters:
-    # Half of DB_POOL_SIZE serve the statements awaited on the event loop, half the threads, which
-    # take a request when every loop connection is busy (`web.on_loop_or_thread`).
+    # Three quarters of DB_POOL_SIZE serve the statements awaited on the event loop, the rest the
+    # threads, which take a request when every loop connection is busy (`web.on_loop_or_thread`).
     on_loop = db_loop.connections_on_loop(settings.db_pool_size)
     threads = settings.db_pool_size - on_loop
     # Every query of this service is one read-only statement: autocommit saves BEGIN and ROLLBACK.

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from prometheus_client import REGISTRY
@@ -53,21 +54,15 @@ def on_loop(
 def on_loop_with_no_rate_at_hand(
     command: PlaceBuyOrder, rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> tuple[BuyOrder, bool]:
-    rates.at_hand = False
-    try:
+    with patch.object(rates, "at_hand", False):
         return on_loop(command, rates, orders, in_flight)
-    finally:
-        rates.at_hand = True
 
 
 def on_loop_unsettled(
     command: PlaceBuyOrder, rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> tuple[BuyOrder, bool]:
-    orders.settles_on_loop = False
-    try:
+    with patch.object(orders, "settles_on_loop", False):
         return on_loop(command, rates, orders, in_flight)
-    finally:
-        orders.settles_on_loop = True
 
 
 @pytest.fixture(params=[place_buy_order, on_loop, on_loop_with_no_rate_at_hand, on_loop_unsettled])

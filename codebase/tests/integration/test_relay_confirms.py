@@ -155,3 +155,31 @@ def test_close_ends_the_connection_cleanly(write_engine: Engine, amqp_url: str, 
     assert len(relay_connections(vhost_of(amqp_url))) == 1
     relay.close()
     assert relay_connections(vhost_of(amqp_url)) == [], "close() returns once the broker has closed the connection"
+
+
+def test_a_batch_leaves_in_one_send_not_one_per_frame(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pika sends each frame (three per message) with a `send()` of its own; the publisher joins a
+    batch's frames first. Counted at pika's socket send, the one place every byte goes out."""
+    from pika.adapters.utils import io_services_utils
+
+    sends: list[int] = []
+    real_send = io_services_utils._AsyncTransportBase._sigint_safe_send
+
+    def counted(sock: object, data: bytes) -> int:
+        sent: int = real_send(sock, data)
+        sends.append(sent)
+        return sent
+
+    monkeypatch.setattr(io_services_utils._AsyncTransportBase, "_sigint_safe_send", staticmethod(counted))
+    publisher = rabbitmq.ConfirmingPublisher(amqp_url, "test_one_send")
+    publisher.open()
+    try:
+        sends.clear()
+        bodies = [f'{{"n":{n}}}'.encode() for n in range(50)]
+        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, message_id="m")
+        publisher.publish([rabbitmq.Message(rabbitmq.ROUTING_KEY, body, properties) for body in bodies])
+        sent_for_the_batch = len(sends)
+    finally:
+        publisher.close()
+    assert sent_for_the_batch == 1  # it was 150: one per frame
+    assert len(queued_message_ids(amqp_url)) == 50

@@ -280,6 +280,8 @@ class Prepared:
             return f"${order.index(match[1]) + 1}"
 
         body = _NAMED.sub(placeholder, statement)
+        if not order:  # no parameters: no parentheses (`()` is a syntax error)
+            return cls(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}")
         prepare = f"PREPARE {name} ({', '.join(types.values())}) AS {body}"
         return cls(name, prepare, f"EXECUTE {name} ({', '.join(['%s'] * len(order))})", tuple(order))
 

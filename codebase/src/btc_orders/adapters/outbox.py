@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, text
+from sqlalchemy import Connection, Engine, Row, text
 
+from btc_orders.adapters.db import Prepared, fetch_prepared
 from btc_orders.adapters.order_rows import order_from_row, prefixed
 from btc_orders.events import created_event
 
@@ -54,8 +55,10 @@ _CLAIM = text(
     """  # noqa: S608  (fixed fragments; values are parameters)
 )
 # Whether any row is unsent: an index-only probe of the partial index of unsent rows, one round trip
-# in autocommit (no transaction to begin and commit, no row locked); the idle relay's poll.
-_ANY_UNSENT = text("SELECT EXISTS (SELECT FROM outbox WHERE sent_at IS NULL)")
+# in autocommit (no transaction to begin and commit, no row locked); the idle relay's poll, 50 times
+# a second: prepared, and run on the raw connection (121 against 555 us of CPU per probe through
+# SQLAlchemy's execution, measured on a 2-core AMD EPYC).
+_ANY_UNSENT = Prepared.named("any_unsent", "SELECT EXISTS (SELECT FROM outbox WHERE sent_at IS NULL)", {})
 _MARK_SENT = text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)")
 # Rows sent longer ago than the retention, oldest first (the partial index of sent rows), skipping
 # rows another relay prunes or an `admin outbox resend` marks unsent right now.
@@ -151,9 +154,11 @@ def _payload(row: Row[Any]) -> str:
     return created_event(order_from_row(row), row.event_id, row.request_id)
 
 
-def any_unsent(connection: Connection) -> bool:
-    """Whether any row is unsent (committed; rows another relay holds count too)."""
-    return bool(connection.execute(_ANY_UNSENT).scalar_one())
+def any_unsent(engine: Engine) -> bool:
+    """Whether any row is unsent (committed; rows another relay holds count too), on a connection of
+    `engine`'s pool (one made with `db.create_engine(autocommit=True)` saves the commit)."""
+    row = fetch_prepared(engine, _ANY_UNSENT, ())
+    return bool(row and row[0])
 
 
 def mark_sent(connection: Connection, ids: list[int]) -> None:

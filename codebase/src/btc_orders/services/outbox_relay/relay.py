@@ -10,13 +10,13 @@ whole batch unsent: it is published again later (at-least-once); the read side
 ignores the replays.
 
 Idle, the relay polls every `OUTBOX_POLL_INTERVAL_SECONDS` with `outbox.any_unsent`:
-one autocommit statement (an index-only probe of the partial index of unsent rows), instead
-of a claim's transaction (begin, claim, commit: three round trips). The probe takes a pooled
-connection like any statement: the relay holds none between polls, so a pool of one is
-enough (the admin CLI's resend runs the relay so). It claims only when the probe finds a
-row, or right after a round that claimed (more may wait: the probe would only add a round
-trip under load). A row committed just after a probe is found by the next poll, as it was
-by the next claim.
+one prepared autocommit statement (an index-only probe of the partial index of unsent rows) on
+`probe_engine` (one connection in autocommit; without it, the main engine's, plus a commit),
+instead of a claim's transaction (begin, claim, commit: three round trips). The relay holds no
+connection between polls, so a pool of one is enough (the admin CLI's resend runs the relay
+so). It claims only when the probe finds a row, or right after a round that claimed (more may
+wait: the probe would only add a round trip under load). A row committed just after a probe is
+found by the next poll, as it was by the next claim.
 
 Every `PRUNE_INTERVAL_SECONDS` the relay deletes rows sent more than
 `OUTBOX_RETENTION_SECONDS` ago, in batches of `PRUNE_BATCH` rows, each its own
@@ -60,6 +60,7 @@ class Relay:
     poll_interval_seconds: float = 0.02
     name: str = "outbox_relay"
     retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    probe_engine: Engine | None = None  # made with `db.create_engine(autocommit=True)`: the idle poll's
 
     def __post_init__(self) -> None:
         self._publisher = rabbitmq.ConfirmingPublisher(self.amqp_url, self.name)
@@ -67,7 +68,6 @@ class Relay:
         self._pruned_at = 0.0
         self._prune_failing = False
         self._outage = OutageLog(log, "relay_retrying", "relay_recovered")
-        self._probes = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._claimed_last_round = False
 
     def run(self, stop: StopFlag) -> None:
@@ -162,8 +162,7 @@ class Relay:
         stop.wait(self.poll_interval_seconds)
 
     def _any_unsent(self) -> bool:
-        with self._probes.connect() as connection:
-            return outbox.any_unsent(connection)
+        return outbox.any_unsent(self.probe_engine or self.engine)
 
     def close(self) -> None:
         self._publisher.close()

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -36,6 +36,21 @@ def engine(databases: Databases) -> Iterator[Engine]:
     engine = db.create_engine(databases.write_url, pool_size=8, autocommit=True)
     yield engine
     engine.dispose()
+
+
+InThread = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+def in_thread() -> Iterator[InThread]:
+    """`web.in_thread` as the service has it: the call on one of 64 threads, awaited on the loop."""
+    threads = ThreadPoolExecutor(64)
+
+    async def run(function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(threads, function, *args)
+
+    yield run
+    threads.shutdown()
 
 
 def backends(engine: Engine) -> int:
@@ -97,17 +112,13 @@ def test_what_one_statement_cannot_settle_is_left_to_place(databases: Databases,
 
 
 def test_orders_racing_on_the_loop_and_on_threads_never_take_the_total_above_the_cap(
-    databases: Databases, engine: Engine
+    databases: Databases, engine: Engine, in_thread: InThread
 ) -> None:
     """The service's way: the handler on one loop, two loop connections (most orders find them
     busy and go to a thread), 64 threads taking the slow path as slots run dry."""
     write_model = loop_model(databases, engine, "0.01", size=2)
     sizes = [f"{(i * 37) % 90 + 10}.00" for i in range(200)]
     rates = FakeRates(USD=str(RATE))
-    threads = ThreadPoolExecutor(64)
-
-    async def in_thread(function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(threads, function, *args)
 
     async def place(size: str) -> bool:
         command = PlaceBuyOrder(Currency.USD, Decimal(size), uuid.uuid4())
@@ -120,10 +131,7 @@ def test_orders_racing_on_the_loop_and_on_threads_never_take_the_total_above_the
     async def run() -> list[bool]:
         return list(await asyncio.gather(*(place(size) for size in sizes)))
 
-    try:
-        results = asyncio.run(run())
-    finally:
-        threads.shutdown()
+    results = asyncio.run(run())
     used, left = ledger_total(engine)
     assert used + left == 1_000_000 and used <= 1_000_000
     assert any(results) and not all(results)
@@ -131,15 +139,13 @@ def test_orders_racing_on_the_loop_and_on_threads_never_take_the_total_above_the
     assert all(size > left for size in refused)
 
 
-def test_one_key_racing_on_the_loop_and_on_threads_stores_one_order(databases: Databases, engine: Engine) -> None:
+def test_one_key_racing_on_the_loop_and_on_threads_stores_one_order(
+    databases: Databases, engine: Engine, in_thread: InThread
+) -> None:
     write_model = loop_model(databases, engine, "100", size=3)
     rates = FakeRates(USD=str(RATE))
     key = uuid.uuid4()
-    threads = ThreadPoolExecutor(16)
     in_flight = KeysInFlight()
-
-    async def in_thread(function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(threads, function, *args)
 
     async def run() -> list[tuple[Any, bool]]:
         command = PlaceBuyOrder(Currency.USD, Decimal("25.00"), key)
@@ -149,10 +155,7 @@ def test_one_key_racing_on_the_loop_and_on_threads_stores_one_order(databases: D
             )
         )
 
-    try:
-        results = asyncio.run(run())
-    finally:
-        threads.shutdown()
+    results = asyncio.run(run())
     assert len({stored.id for stored, _ in results}) == 1
     assert sum(created for _, created in results) == 1
     with engine.connect() as connection:

@@ -200,15 +200,9 @@ async def _wait(raw: Any) -> None:
                 ready.set_result(None)
 
         fd = raw.fileno()
-        if state == psycopg2.extensions.POLL_READ:
-            loop.add_reader(fd, wake)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(fd)
-        else:  # POLL_WRITE
-            loop.add_writer(fd, wake)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(fd)
+        reading = state == psycopg2.extensions.POLL_READ  # else POLL_WRITE
+        (loop.add_reader if reading else loop.add_writer)(fd, wake)
+        try:
+            await ready
+        finally:
+            (loop.remove_reader if reading else loop.remove_writer)(fd)

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
 from http import HTTPStatus
@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from btc_orders import logs, metrics
@@ -115,6 +116,16 @@ async def _database_error_handler(request: Request, error: Exception) -> Respons
 async def _unexpected_error_handler(_request: Request, error: Exception) -> Response:
     log.error("unhandled_error", exc_info=error)
     return error_response(500, "internal_error", "an unexpected error happened; it has been logged")
+
+
+async def error_answer(request: Request, error: Exception) -> Response:
+    """What the app's exception handlers answer to `error`, for a request answered ahead of
+    FastAPI's routing (`create_buy_order.fast_path`): the handler of its nearest class, as
+    Starlette looks it up (every app of `create_app` has one for `Exception`)."""
+    handlers = request.app.exception_handlers
+    handler = next(handlers[kind] for kind in type(error).__mro__ if kind in handlers)
+    response: Response = await handler(request, error)
+    return response
 
 
 # Probes and scrapes answered well are logged at DEBUG: at INFO they would be most of the lines
@@ -293,12 +304,15 @@ def create_app(
     description: str,
     readiness: ReadinessCheck,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
     """A FastAPI app with the shared middleware, error handlers and health probes.
 
     Its routes are `async`: a blocking call goes to the service's own threads (`in_thread`).
+    `middleware` runs inside the request context (`RequestContextMiddleware`), outermost first.
     """
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.user_middleware.extend(middleware)  # add_middleware would put it outside the request context
     shared_readiness = SingleFlight(readiness)
 
     async def exposition() -> tuple[bytes, str]:

@@ -1,10 +1,13 @@
 """create_buy_order's routes in process: the HTTP key rules and every error's status and shape.
 
-The app is built as it serves (`create_app` does no I/O) with its dependencies overridden by the
-in-memory ports; `test_place_buy_order` covers the rules behind them.
+The app is built as it serves (`create_app` does no I/O) with the in-memory ports as its adapters;
+`test_place_buy_order` covers the rules behind them. Every test of a `client` runs twice: as the
+service serves (the common case answered by `fast_path`, the rest by the FastAPI route) and with
+the FastAPI route alone, which is the contract the fast path must answer by.
 """
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -14,10 +17,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from btc_orders.services.create_buy_order import deps
 from btc_orders.services.create_buy_order.app import create_app
+from btc_orders.services.create_buy_order.fast_path import FastPlaceOrder
 from btc_orders.settings import CreateBuyOrderSettings
 from tests.unit.fakes import FakeOrderStore, FakeRates
 
@@ -32,9 +38,11 @@ class Ports:
     orders: FakeOrderStore = field(default_factory=lambda: FakeOrderStore(cap_btc="0.003"))
 
 
-def app_with(ports: Ports, settings: CreateBuyOrderSettings = SETTINGS) -> FastAPI:
+def app_with(ports: Ports, settings: CreateBuyOrderSettings = SETTINGS, fast_path: bool = True) -> FastAPI:
     app = create_app(settings)
-    app.dependency_overrides[deps.get_adapters] = lambda: FakeAdapters(ports.orders, ports.rates)
+    app.state.adapters = FakeAdapters(ports.orders, ports.rates)  # what the lifespan would set
+    if not fast_path:
+        app.user_middleware = [layer for layer in app.user_middleware if layer.cls is not FastPlaceOrder]
     return app
 
 
@@ -43,9 +51,14 @@ def ports() -> Ports:
     return Ports()
 
 
+@pytest.fixture(params=[True, False], ids=["as served", "route alone"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @pytest.fixture
-def client(ports: Ports) -> Iterator[TestClient]:
-    yield TestClient(app_with(ports))  # no lifespan: nothing is connected to
+def client(ports: Ports, fast_path: bool) -> Iterator[TestClient]:
+    yield TestClient(app_with(ports, fast_path=fast_path))  # no lifespan: nothing is connected to
 
 
 def put(client: TestClient, amount: object = "100", key: object = None, **headers: str) -> httpx.Response:
@@ -68,9 +81,9 @@ def test_a_new_order_is_201_with_the_resource_and_its_location(client: TestClien
     assert "idempotent-replayed" not in response.headers
 
 
-def test_the_location_is_absolute_under_public_fetch_url(ports: Ports) -> None:
+def test_the_location_is_absolute_under_public_fetch_url(ports: Ports, fast_path: bool) -> None:
     settings = SETTINGS.model_copy(update={"public_fetch_url": "http://localhost:8778"})
-    response = put(TestClient(app_with(ports, settings)), "1", uuid.uuid4())
+    response = put(TestClient(app_with(ports, settings, fast_path)), "1", uuid.uuid4())
     assert response.headers["location"] == f"http://localhost:8778/buy_orders/{response.json()['id']}"
 
 
@@ -187,6 +200,79 @@ def test_capacity_before_the_ledger_exists_is_the_setting_with_nothing_available
     ports.orders.capacity = lambda: None  # type: ignore[method-assign]
     response = TestClient(app_with(ports)).get("/capacity")
     assert response.json() == {"cap_btc": "100.00000000", "used_btc": "100.00000000", "available_btc": "0.00000000"}
+
+
+def test_the_common_case_is_answered_ahead_of_the_route_and_everything_else_by_it(ports: Ports) -> None:
+    app = app_with(ports)
+    resolved: list[object] = []
+
+    def adapters_of_the_route() -> FakeAdapters:  # what FastAPI's dependency solving asks for
+        resolved.append(object())
+        return FakeAdapters(ports.orders, ports.rates)
+
+    app.dependency_overrides[deps.get_adapters] = adapters_of_the_route
+    client = TestClient(app)
+    key = uuid.uuid4()
+    assert put(client, "1", key).status_code == 201
+    assert put(client, "1", None, **{"Idempotency-Key": f'"{key}"'}).status_code == 200
+    assert resolved == []
+    assert put(client, "1").status_code == 422  # no key: the route's own 422
+    assert len(resolved) == 1
+
+
+# What a client might send: each part well formed more often than not (so that whole orders are
+# common), or one of the ways it can be wrong; a header key that agrees with the body's or not;
+# the media types. Both ways must answer alike, request after request.
+_KEY = "5fa733ae-82b4-4ac0-8478-35ff30dae879"
+_OTHER_KEY = "0b4c2a7e-1d2f-4e3a-9b8c-7d6e5f4a3b2c"
+
+
+def _mostly(good: list[object], bad: list[object]) -> st.SearchStrategy[object]:
+    return st.sampled_from(good) | st.sampled_from(good) | st.sampled_from(bad)
+
+
+_BODY = st.fixed_dictionaries(
+    {
+        "currency": _mostly(["USD", "EUR", "GBP"], ["CHF", "usd", "", 1, None, ["USD"]]),
+        "amount": _mostly(
+            ["100", "1.5", "0.01", "150.01", 100, 1.5], ["0", "-1", "1.001", "1e3", " 1", 1e3, True, None]
+        ),
+    },
+    optional={
+        "idempotence_key": _mostly([_KEY, _OTHER_KEY], [_KEY.replace("-", ""), _KEY.upper(), "nope", 1, None]),
+        "extra": st.just("x"),
+    },
+)
+_BODIES = _BODY.map(lambda body: json.dumps(body).encode()) | st.sampled_from(
+    [b"", b"{", b"[]", b"null", b'"USD"', b'{"currency": "USD", "currency": "USD", "amount": "1"}', b"\xff"]
+)
+_HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "idempotency-key": _mostly([_KEY, f'"{_KEY}"', _OTHER_KEY], ["nope", '"nope', ""]),
+        "content-type": _mostly(["application/json", "application/json; charset=utf-8"], ["text/plain", ""]),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=st.lists(st.tuples(_BODIES, _HEADERS), min_size=1, max_size=3))
+def test_generated_requests_are_answered_alike_as_served_and_by_the_route_alone(
+    requests: list[tuple[bytes, dict[str, str]]],
+) -> None:
+    served, alone = TestClient(app_with(Ports())), TestClient(app_with(Ports(), fast_path=False))
+    for body, headers in requests:  # in turn: a later request may replay or reuse an earlier key
+        answers = [client.put("/buy_order", content=body, headers=headers) for client in (served, alone)]
+        assert [_comparable(answer) for answer in answers] == [_comparable(answers[1])] * 2, (body, headers)
+
+
+def _comparable(response: httpx.Response) -> tuple[object, ...]:
+    """The answer less what differs between two stores: the order's id and time, its Location."""
+    document = response.json()
+    if response.status_code in (200, 201):
+        document = {name: value for name, value in document.items() if name not in ("id", "created_at")}
+    headers = {name: value for name, value in response.headers.items() if name not in ("location", "x-request-id")}
+    return response.status_code, document, headers.get("idempotent-replayed"), headers.get("retry-after")
 
 
 @dataclass

@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import NoReturn, Protocol, TypeVar
 
@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from starlette.middleware import Middleware
 
 from btc_orders import logs, metrics, openapi, settings, web
 from btc_orders.adapters import db
@@ -141,17 +142,19 @@ def http_app(
     description: str,
     loaded: SettingsT,
     bootstrap: Callable[[SettingsT], Adapters],
+    middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
     """An HTTP service's app, built without I/O: `bootstrap(loaded)` builds the adapters when the
     app starts (its lifespan), and the routes reach them through `app.state` (each service's
-    `deps`). Tests pass a bootstrap of fakes, or override the dependencies."""
+    `deps`). Tests pass a bootstrap of fakes, or set `app.state.adapters`. `middleware`: as
+    `web.create_app`'s."""
     app: FastAPI
 
     async def readiness() -> dict[str, bool]:
         adapters: Adapters = app.state.adapters
         return await adapters.readiness()
 
-    app = web.create_app(service, description, readiness, _lifespan(service, lambda: bootstrap(loaded)))
+    app = web.create_app(service, description, readiness, _lifespan(service, lambda: bootstrap(loaded)), middleware)
     app.state.settings = loaded
     openapi.install(app)
     return app

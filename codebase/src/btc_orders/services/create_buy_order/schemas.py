@@ -143,28 +143,34 @@ def is_json_media_type(content_type: str | None) -> bool:
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
+def exact_json(body: bytes) -> Any:
+    """The JSON document `body`, numbers exact, each key once: `json.JSONDecodeError` for
+    anything that is not valid JSON (invalid UTF-8, a lone surrogate, NaN, nesting too deep),
+    `DuplicateKey` for a key given twice in one object."""
+    try:
+        parsed = json.loads(
+            body,
+            parse_float=money.JsonNumber,
+            parse_int=_exact_int,
+            parse_constant=_no_constants,
+            object_pairs_hook=_refuse_duplicate_keys,
+        )
+    except (json.JSONDecodeError, DuplicateKey):
+        raise
+    except (ValueError, RecursionError) as error:
+        # invalid UTF-8 (UnicodeDecodeError is a ValueError) or nesting too deep for the parser:
+        # a JSONDecodeError makes it FastAPI's 422, not a 400 in a shape of its own
+        raise json.JSONDecodeError(f"the body is not valid JSON: {type(error).__name__}", "", 0) from None
+    if _has_lone_surrogate(parsed):
+        # `"\ud800"` parses to a str no UTF-8 encoder accepts, not even the one writing the 422
+        raise json.JSONDecodeError("a string holds a lone UTF-16 surrogate, which is not a character", "", 0)
+    return parsed
+
+
 class ExactJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                parsed = json.loads(
-                    body,
-                    parse_float=money.JsonNumber,
-                    parse_int=_exact_int,
-                    parse_constant=_no_constants,
-                    object_pairs_hook=_refuse_duplicate_keys,
-                )
-            except (json.JSONDecodeError, DuplicateKey):
-                raise
-            except (ValueError, RecursionError) as error:
-                # invalid UTF-8 (UnicodeDecodeError is a ValueError) or nesting too deep for the parser:
-                # a JSONDecodeError makes it FastAPI's 422, not a 400 in a shape of its own
-                raise json.JSONDecodeError(f"the body is not valid JSON: {type(error).__name__}", "", 0) from None
-            if _has_lone_surrogate(parsed):
-                # `"\ud800"` parses to a str no UTF-8 encoder accepts, not even the one writing the 422
-                raise json.JSONDecodeError("a string holds a lone UTF-16 surrogate, which is not a character", "", 0)
-            self._json = parsed  # only a body that passed every check is kept for the next call
+            self._json = exact_json(await self.body())  # only a body that passed every check is kept
         return self._json
 
 

@@ -2,8 +2,8 @@
 
 The app is built as it serves (`create_app` does no I/O) with the in-memory ports as its adapters;
 `test_place_buy_order` covers the rules behind them. Every test of a `client` runs twice: as the
-service serves (the common case answered by `fast_path`, the rest by the FastAPI route) and with
-the FastAPI route alone, which is the contract the fast path must answer by.
+service serves (the common case answered by its `web.FastRoute`, the rest by the FastAPI route)
+and with the FastAPI route alone, which is the contract the fast route must answer by.
 """
 
 import asyncio
@@ -23,8 +23,8 @@ from prometheus_client import REGISTRY
 
 from btc_orders.services.create_buy_order import deps
 from btc_orders.services.create_buy_order.app import create_app
-from btc_orders.services.create_buy_order.fast_path import FastPlaceOrder
 from btc_orders.settings import CreateBuyOrderSettings
+from tests.support.fast_routes import fast_routes_of, without_fast_routes
 from tests.unit.fakes import FakeOrderStore, FakeRates
 
 SETTINGS = CreateBuyOrderSettings(
@@ -41,9 +41,8 @@ class Ports:
 def app_with(ports: Ports, settings: CreateBuyOrderSettings = SETTINGS, fast_path: bool = True) -> FastAPI:
     app = create_app(settings)
     app.state.adapters = FakeAdapters(ports.orders, ports.rates)  # what the lifespan would set
-    if not fast_path:
-        app.user_middleware = [layer for layer in app.user_middleware if layer.cls is not FastPlaceOrder]
-    return app
+    assert fast_routes_of(app) == 1
+    return app if fast_path else without_fast_routes(app)
 
 
 @pytest.fixture

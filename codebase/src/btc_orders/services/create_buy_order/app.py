@@ -4,8 +4,8 @@ The routes are module-level and reach their adapters through `deps`; `create_app
 (the adapters are built by `bootstrap` when the app starts), so tests build the app with a
 bootstrap of fakes or set `app.state.adapters`. The key's HTTP rules (header or body, both
 differing, neither) are here; the order's rules are `handler.place_buy_order`'s. The common case
-of `PUT /buy_order` is answered by `fast_path` ahead of FastAPI's routing, with `place` below;
-the route answers every other request and documents the API.
+of `PUT /buy_order` (`fast_path.plain_command`) is answered ahead of FastAPI's routing
+(`web.FastRoute`) by `place` below; the route answers every other request and documents the API.
 """
 
 import functools
@@ -18,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
-from starlette.middleware import Middleware
 
 from btc_orders import logs, metrics, openapi, web
 from btc_orders.domain import money
@@ -28,7 +27,7 @@ from btc_orders.services import startup
 from btc_orders.services.create_buy_order.bootstrap import CreateAdapters
 from btc_orders.services.create_buy_order.bootstrap import bootstrap as build_adapters
 from btc_orders.services.create_buy_order.deps import Adapters, settings_of
-from btc_orders.services.create_buy_order.fast_path import FastPlaceOrder
+from btc_orders.services.create_buy_order.fast_path import plain_command
 from btc_orders.services.create_buy_order.handler import place_buy_order_on_loop
 from btc_orders.services.create_buy_order.schemas import (
     BuyOrderRequest,
@@ -101,15 +100,15 @@ async def put_buy_order(
         Header(description="alternative to the body's `idempotence_key`: a UUID, bare or quoted (RFC 8941)"),
     ] = None,
 ) -> Response:
-    return await place(adapters, settings_of(request), place_command(body, idempotency_key, logs.request_id_var.get()))
+    return await place(request, adapters, place_command(body, idempotency_key, logs.request_id_var.get()))
 
 
-async def place(adapters: CreateAdapters, settings: CreateBuyOrderSettings, command: PlaceBuyOrder) -> Response:
-    """The answer to a well-formed `PUT /buy_order`: the route's, and `fast_path`'s for the common case."""
+async def place(request: Request, adapters: CreateAdapters, command: PlaceBuyOrder) -> Response:
+    """The answer to a well-formed `PUT /buy_order`: the route's, and the fast route's (`fast_path`)."""
     in_thread = functools.partial(web.in_thread, adapters.executor)
     order, created = await place_buy_order_on_loop(command, adapters.prices, adapters.orders, in_thread)
     if created:
-        location = f"{settings.public_fetch_url}/buy_orders/{order.id}"
+        location = f"{settings_of(request).public_fetch_url}/buy_orders/{order.id}"
         return web.json_response(order.resource(), 201, {"Location": location})
     return web.json_response(order.resource(), 200, {"Idempotent-Replayed": "true"})
 
@@ -170,9 +169,9 @@ def create_app(
     settings: CreateBuyOrderSettings,
     bootstrap: Callable[[CreateBuyOrderSettings], startup.Adapters] = build_adapters,
 ) -> FastAPI:
-    # The route's common case is answered ahead of FastAPI's routing (`fast_path`); the route
+    # The route's common case is answered ahead of FastAPI's routing (`web.FastRoute`); the route
     # answers the rest, and documents the API.
-    fast_path = Middleware(FastPlaceOrder, route=_route_of(put_buy_order), place=place)
+    fast_path = web.fast_route(_route_of(put_buy_order), plain_command, place)
     app = startup.http_app("create_buy_order", DESCRIPTION, settings, bootstrap, middleware=[fast_path])
     app.include_router(router)
     return app

@@ -2,6 +2,9 @@
 
 The routes are module-level and reach their adapters through `deps`; `create_app` does no I/O
 (the adapters, the LISTEN connection included, are built by `bootstrap` when the app starts).
+The common case of `GET /buy_orders` (`query.plain_page_query`) is answered ahead of FastAPI's
+routing (`web.FastRoute`) by `page` below; the route answers every other request and documents
+the API.
 """
 
 import asyncio
@@ -12,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from btc_orders import openapi, web
@@ -24,7 +28,13 @@ from btc_orders.services.fetch_buy_orders.arrivals import preferred_wait
 from btc_orders.services.fetch_buy_orders.bootstrap import FetchAdapters
 from btc_orders.services.fetch_buy_orders.bootstrap import bootstrap as build_adapters
 from btc_orders.services.fetch_buy_orders.deps import Adapters, settings_of
-from btc_orders.services.fetch_buy_orders.query import Timestamp, link_header
+from btc_orders.services.fetch_buy_orders.query import (
+    DEFAULT_PAGE_SIZE,
+    PageSize,
+    Timestamp,
+    link_header,
+    plain_page_query,
+)
 from btc_orders.settings import FetchBuyOrdersSettings
 
 DESCRIPTION = (
@@ -68,7 +78,7 @@ router = APIRouter()
 async def list_buy_orders(
     request: Request,
     adapters: Adapters,
-    page_size: Annotated[int, Query(ge=1, le=1000, description="orders per page")] = 10,
+    page_size: Annotated[PageSize, Query(description="orders per page")] = DEFAULT_PAGE_SIZE,
     last_reference: Annotated[
         uuid.UUID | None, Query(description="the `id` of the last order of a page: the page just older")
     ] = None,
@@ -104,13 +114,18 @@ async def list_buy_orders(
         created_gte,
         created_lt,
     )
+    return await page(request, adapters, query)
+
+
+async def page(request: Request, adapters: FetchAdapters, query: PageQuery) -> Response:
+    """The answer to a well-formed `GET /buy_orders`: the route's, and the fast route's (`query.plain_page_query`)."""
     read_model = adapters.read_model
-    page = await web.on_loop_or_thread(adapters.executor, read_model.fetch_page_on_loop, read_model.fetch_page, query)
-    reference = last_reference or first_reference
+    body = await web.on_loop_or_thread(adapters.executor, read_model.fetch_page_on_loop, read_model.fetch_page, query)
+    reference = query.last_reference or query.first_reference
     link = link_header(
-        request.url.path, request.query_params.multi_items(), page, str(reference) if reference else None
+        request.url.path, request.query_params.multi_items(), body, str(reference) if reference else None
     )
-    return Response(page.body, media_type="application/json", headers={"Link": link} if link else None)
+    return Response(body.body, media_type="application/json", headers={"Link": link} if link else None)
 
 
 @router.get(
@@ -172,10 +187,17 @@ def _not_found(missing: OrderNotFound, applied: dict[str, str]) -> Response:
     return response
 
 
+def _route_of(endpoint: Callable[..., object]) -> APIRoute:
+    return next(route for route in router.routes if isinstance(route, APIRoute) and route.endpoint is endpoint)
+
+
 def create_app(
     settings: FetchBuyOrdersSettings,
     bootstrap: Callable[[FetchBuyOrdersSettings], startup.Adapters] = build_adapters,
 ) -> FastAPI:
-    app = startup.http_app("fetch_buy_orders", DESCRIPTION, settings, bootstrap)
+    # The page's common case is answered ahead of FastAPI's routing (`web.FastRoute`); the route
+    # answers the rest, and documents the API.
+    fast_path = web.fast_route(_route_of(list_buy_orders), plain_page_query, page)
+    app = startup.http_app("fetch_buy_orders", DESCRIPTION, settings, bootstrap, middleware=[fast_path])
     app.include_router(router)
     return app

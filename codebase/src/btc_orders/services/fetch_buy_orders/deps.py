@@ -1,7 +1,7 @@
 """What fetch_buy_orders' routes depend on (FastAPI `Depends`): the adapters its lifespan built.
 
 One async getter (it runs on the event loop: no thread hop, and one dependency per request);
-tests replace it through `app.dependency_overrides`.
+`web.FastRoute` reads `app.state.adapters` as it does.
 """
 
 from typing import Annotated

@@ -20,7 +20,7 @@ import anyio
 import anyio.to_thread
 import orjson
 import psycopg2
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
@@ -257,11 +257,13 @@ class FastRoute(Generic[_Taken]):
 
 
 def fast_route(
-    route: APIRoute,
+    router: APIRouter,
+    endpoint: Callable[..., Any],
     take: Callable[[Request, bytes], _Taken | None],
     answer: Callable[[Request, Any, _Taken], Awaitable[Response]],
 ) -> Middleware:
-    """`FastRoute` for `route`, as `create_app`'s `middleware`."""
+    """`FastRoute` for the route of `endpoint` in `router`, as `create_app`'s `middleware`."""
+    route = next(route for route in router.routes if isinstance(route, APIRoute) and route.endpoint is endpoint)
     return Middleware(FastRoute[_Taken], route=route, take=take, answer=answer)
 
 

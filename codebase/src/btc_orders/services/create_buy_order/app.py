@@ -16,7 +16,6 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from btc_orders import logs, metrics, openapi, web
@@ -161,17 +160,13 @@ def idempotence_key(body_key: uuid.UUID | None, header_key: uuid.UUID | None) ->
     return key
 
 
-def _route_of(endpoint: Callable[..., object]) -> APIRoute:
-    return next(route for route in router.routes if isinstance(route, APIRoute) and route.endpoint is endpoint)
-
-
 def create_app(
     settings: CreateBuyOrderSettings,
     bootstrap: Callable[[CreateBuyOrderSettings], startup.Adapters] = build_adapters,
 ) -> FastAPI:
     # The route's common case is answered ahead of FastAPI's routing (`web.FastRoute`); the route
     # answers the rest, and documents the API.
-    fast_path = web.fast_route(_route_of(put_buy_order), plain_command, place)
+    fast_path = web.fast_route(router, put_buy_order, plain_command, place)
     app = startup.http_app("create_buy_order", DESCRIPTION, settings, bootstrap, middleware=[fast_path])
     app.include_router(router)
     return app

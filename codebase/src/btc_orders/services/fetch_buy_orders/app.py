@@ -15,7 +15,6 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from btc_orders import openapi, web
@@ -187,17 +186,13 @@ def _not_found(missing: OrderNotFound, applied: dict[str, str]) -> Response:
     return response
 
 
-def _route_of(endpoint: Callable[..., object]) -> APIRoute:
-    return next(route for route in router.routes if isinstance(route, APIRoute) and route.endpoint is endpoint)
-
-
 def create_app(
     settings: FetchBuyOrdersSettings,
     bootstrap: Callable[[FetchBuyOrdersSettings], startup.Adapters] = build_adapters,
 ) -> FastAPI:
     # The page's common case is answered ahead of FastAPI's routing (`web.FastRoute`); the route
     # answers the rest, and documents the API.
-    fast_path = web.fast_route(_route_of(list_buy_orders), plain_page_query, page)
+    fast_path = web.fast_route(router, list_buy_orders, plain_page_query, page)
     app = startup.http_app("fetch_buy_orders", DESCRIPTION, settings, bootstrap, middleware=[fast_path])
     app.include_router(router)
     return app

@@ -25,7 +25,7 @@ from btc_orders.domain.errors import OrderNotFound, ServiceUnavailable, UnknownR
 from btc_orders.services.fetch_buy_orders import deps
 from btc_orders.services.fetch_buy_orders.app import create_app
 from btc_orders.settings import FetchBuyOrdersSettings
-from tests.support.fast_routes import fast_routes_of, without_fast_routes
+from tests.support.fast_routes import fast_routes_of, mostly, without_fast_routes
 
 SETTINGS = FetchBuyOrdersSettings(READ_MODEL_DB_URL="postgresql://nowhere/read", READ_YOUR_WRITE_MAX_WAIT_SECONDS=5)
 ORDER_ID = uuid.uuid4()
@@ -232,16 +232,12 @@ def test_the_common_page_is_answered_ahead_of_the_route_and_every_other_by_it(ar
 _REFERENCE = "5fa733ae-82b4-4ac0-8478-35ff30dae879"
 
 
-def _mostly(good: list[str], bad: list[str]) -> st.SearchStrategy[str]:
-    return st.sampled_from(good) | st.sampled_from(good) | st.sampled_from(bad)
-
-
 # A query's parameters: each well formed more often than not, or one of the ways it can be wrong.
 _PARAMETER = (
-    st.tuples(st.just("page_size"), _mostly(["5", "1000"], ["0", "1001", "-1", "+5", " 5", "5.0", "x", ""]))
+    st.tuples(st.just("page_size"), mostly(["5", "1000"], ["0", "1001", "-1", "+5", " 5", "5.0", "x", ""]))
     | st.tuples(
         st.sampled_from(["last_reference", "first_reference"]),
-        _mostly([_REFERENCE, str(uuid.UUID(int=1))], [_REFERENCE.replace("-", ""), _REFERENCE.upper(), "nope", ""]),
+        mostly([_REFERENCE, str(uuid.UUID(int=1))], [_REFERENCE.replace("-", ""), _REFERENCE.upper(), "nope", ""]),
     )
     | st.tuples(st.sampled_from(["currency", "created_lt", "other"]), st.sampled_from(["USD", "CHF", ""]))
 )

@@ -55,9 +55,6 @@ _STATUS: dict[type[errors.DomainError], tuple[int, int | None]] = {
 }
 
 
-_Taken = TypeVar("_Taken")
-
-
 class ErrorDetail(BaseModel):
     code: str
     message: str
@@ -124,7 +121,7 @@ async def _unexpected_error_handler(_request: Request, error: Exception) -> Resp
 
 async def error_answer(request: Request, error: Exception) -> Response:
     """What the app's exception handlers answer to `error`, for a request answered ahead of
-    FastAPI's routing (`create_buy_order.fast_path`): the handler of its nearest class, as
+    FastAPI's routing (`FastRoute`): the handler of its nearest class, as
     Starlette looks it up (every app of `create_app` has one for `Exception`)."""
     handlers = request.app.exception_handlers
     handler = next(handlers[kind] for kind in type(error).__mro__ if kind in handlers)
@@ -204,6 +201,9 @@ class RequestContextMiddleware:
                 duration_ms=round(elapsed * 1000, 3),
             )
             logs.request_id_var.reset(token)
+
+
+_Taken = TypeVar("_Taken")  # what a fast route's `take` makes of a request
 
 
 class FastRoute(Generic[_Taken]):

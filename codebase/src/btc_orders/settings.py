@@ -21,8 +21,9 @@ from btc_orders.domain import cap, money
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]  # durations, never money
 PoolSize = Annotated[int, Field(ge=1, le=200)]
-# postgresql://, postgres:// or postgresql+psycopg2://, kept with the driver named (db.sqlalchemy_url)
-PostgresUrl = Annotated[str, AfterValidator(db.sqlalchemy_url)]
+# postgresql://, postgres://, postgresql+psycopg:// (or +psycopg2://), libpq's multi-host form included,
+# kept as the postgresql:// URL libpq reads (db.conninfo)
+PostgresUrl = Annotated[str, AfterValidator(db.conninfo)]
 
 
 def _amqp_url(value: str) -> str:

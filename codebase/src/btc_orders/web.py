@@ -5,13 +5,11 @@ Domain errors map to an HTTP status and the one error shape
 """
 
 import asyncio
-import contextvars
 import logging
 import math
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
@@ -19,20 +17,13 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 import orjson
-import psycopg2
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from btc_orders import logs, metrics
-from btc_orders.adapters import db
-from btc_orders.adapters.db_loop import NoConnectionFree
 from btc_orders.domain import errors, money
 
 log = logging.getLogger(__name__)
@@ -77,7 +68,7 @@ def error_response(
     return json_response({"detail": {"code": code, "message": message, **extra}}, status_code, headers)
 
 
-async def _domain_error_handler(_request: Request, error: Exception) -> Response:
+async def domain_error_handler(_request: Request, error: Exception) -> Response:
     assert isinstance(error, errors.DomainError)
     status_code, default_retry_after = _STATUS.get(type(error), (400, None))
     retry_after = error.retry_after or default_retry_after
@@ -106,27 +97,9 @@ async def _http_error_handler(request: Request, error: Exception) -> Response:
     return response
 
 
-async def _database_error_handler(request: Request, error: Exception) -> Response:
-    """A database error that no adapter turned into a domain error: a 503 if it is an outage
-    (`db.is_outage`, by its SQLSTATE), else a bug (500)."""
-    if db.is_outage(error):
-        return await _domain_error_handler(request, errors.ServiceUnavailable(db.outage_message("service's", error)))
-    return await _unexpected_error_handler(request, error)
-
-
-async def _unexpected_error_handler(_request: Request, error: Exception) -> Response:
+async def unexpected_error_handler(_request: Request, error: Exception) -> Response:
     log.error("unhandled_error", exc_info=error)
     return error_response(500, "internal_error", "an unexpected error happened; it has been logged")
-
-
-async def error_answer(request: Request, error: Exception) -> Response:
-    """What the app's exception handlers answer to `error`, for a request answered ahead of
-    FastAPI's routing (`FastRoute`): the handler of its nearest class, as
-    Starlette looks it up (every app of `create_app` has one for `Exception`)."""
-    handlers = request.app.exception_handlers
-    handler = next(handlers[kind] for kind in type(error).__mro__ if kind in handlers)
-    response: Response = await handler(request, error)
-    return response
 
 
 # Probes and scrapes answered well are logged at DEBUG: at INFO they would be most of the lines
@@ -203,90 +176,6 @@ class RequestContextMiddleware:
             logs.request_id_var.reset(token)
 
 
-_Taken = TypeVar("_Taken")  # what a fast route's `take` makes of a request
-
-
-class FastRoute(Generic[_Taken]):
-    """ASGI middleware: `route`'s common case answered ahead of FastAPI's routing.
-
-    FastAPI's work per request (its middleware layers, routing, dependency solving, parameters
-    and body validated as the route's) was about a fifth of a service's CPU per request (tuning log
-    in docs/benchmarks.md). Given inside the request context (`create_app`'s `middleware`, inside
-    `RequestContextMiddleware`: request id, body limit, access line, metrics), it reads the request
-    and asks `take(request, body)` for what a plainly well-formed one asks; `answer(request,
-    adapters, taken)`, the function the route itself answers with, answers it, and any error
-    is answered by the app's own exception handlers (`error_answer`).
-
-    When `take` says None (anything it does not recognise as plainly well formed), the request goes
-    on, body and all, to the FastAPI app, whose route is the contract: it documents the API and
-    answers the rest, in FastAPI's validation shape. A request is never half taken: `take` only
-    reads, and the FastAPI app never sees a request that was answered here.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        route: APIRoute,
-        take: Callable[[Request, bytes], _Taken | None],
-        answer: Callable[[Request, Any, _Taken], Awaitable[Response]],
-    ) -> None:
-        self.app = app
-        self.route = route
-        self.methods = route.methods or set()
-        self.take = take
-        self.answer = answer
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in self.methods or scope["path"] != self.route.path:
-            await self.app(scope, receive, send)
-            return
-        messages = await _request_messages(receive)
-        request = Request(scope)
-        taken = None
-        if messages[-1]["type"] == "http.request":  # else the client left while sending the body
-            taken = self.take(request, b"".join(message.get("body", b"") for message in messages))
-        if taken is None:
-            await self.app(scope, _replay(messages, receive), send)
-            return
-        scope["route"] = self.route  # as FastAPI's router sets it: the access line's and metrics' route
-        try:
-            response = await self.answer(request, request.app.state.adapters, taken)
-        except Exception as error:
-            response = await error_answer(request, error)
-        await response(scope, receive, send)
-
-
-def fast_route(
-    router: APIRouter,
-    endpoint: Callable[..., Any],
-    take: Callable[[Request, bytes], _Taken | None],
-    answer: Callable[[Request, Any, _Taken], Awaitable[Response]],
-) -> Middleware:
-    """`FastRoute` for the route of `endpoint` in `router`, as `create_app`'s `middleware`."""
-    route = next(route for route in router.routes if isinstance(route, APIRoute) and route.endpoint is endpoint)
-    return Middleware(FastRoute[_Taken], route=route, take=take, answer=answer)
-
-
-async def _request_messages(receive: Receive) -> list[Message]:
-    """The request's messages until its body is whole, or until the client left."""
-    messages = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return messages
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """`receive` for the FastAPI app: the messages already read, then the connection's own."""
-    pending = list(reversed(messages))
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
-
-
 def _quiet_startup_failure(send: Send) -> Send:
     """A lifespan that failed to start has said why in one line (`services.startup.starting`):
     drop the traceback Starlette attaches to `lifespan.startup.failed`, which the server would log."""
@@ -331,38 +220,13 @@ _probe_limiters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.Cap
 
 async def probe(check: Callable[..., _T], *args: Any) -> _T:
     """Run a blocking probe (readiness, a metrics scrape) on the process's probe threads: at most
-    `PROBE_THREADS` at once, whatever the number of probes, and none of the request threads
-    (the services' executors, `in_thread`): a busy worker still answers its probes, and a storm of probes
-    never takes a thread from an order."""
+    `PROBE_THREADS` at once, whatever the number of probes: a busy worker still answers its probes,
+    and a storm of probes never blocks the event loop."""
     loop = asyncio.get_running_loop()
     limiter = _probe_limiters.get(loop)
     if limiter is None:
         limiter = _probe_limiters[loop] = anyio.CapacityLimiter(PROBE_THREADS)
     return await anyio.to_thread.run_sync(check, *args, limiter=limiter)
-
-
-async def in_thread(executor: Executor, function: Callable[..., _T], *args: Any) -> _T:
-    """`function(*args)`, a blocking call (a database statement), on one of `executor`'s threads, in
-    the caller's context (its request id).
-
-    The HTTP routes are `async` and hand off only this call: `run_in_executor` costs less per
-    request than FastAPI running a whole sync route through anyio (tuning log in benchmarks.md).
-    A service gives its executor one thread per pooled connection, so a request waits for a
-    thread, never for a connection.
-    """
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(executor, context.run, function, *args)
-
-
-async def on_loop_or_thread(
-    executor: Executor, on_loop: Callable[..., Awaitable[_T]], blocking: Callable[..., _T], *args: Any
-) -> _T:
-    """`on_loop(*args)` awaited on the event loop (a statement on a `db_loop` connection), or the
-    same work as `blocking(*args)` on a thread (`in_thread`) when every loop connection is busy."""
-    try:
-        return await on_loop(*args)
-    except NoConnectionFree:
-        return await in_thread(executor, blocking, *args)
 
 
 class SingleFlight(Generic[_T]):
@@ -384,20 +248,22 @@ class SingleFlight(Generic[_T]):
             future.exception()  # retrieved: a failure is each caller's, not an unretrieved warning
 
 
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
 def create_app(
     title: str,
     description: str,
     readiness: ReadinessCheck,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
-    middleware: Sequence[Middleware] = (),
+    exception_handlers: Mapping[type[Exception], ExceptionHandler] | None = None,
 ) -> FastAPI:
     """A FastAPI app with the shared middleware, error handlers and health probes.
 
-    Its routes are `async`: a blocking call goes to the service's own threads (`in_thread`).
-    `middleware` runs inside the request context (`RequestContextMiddleware`), outermost first.
+    Its routes are `async` and never block the event loop. `exception_handlers`: more of them, for
+    errors of the adapters a domain error does not cover (a database outage that escaped one).
     """
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
-    app.user_middleware.extend(middleware)  # add_middleware would put it outside the request context
     shared_readiness = SingleFlight(readiness)
 
     async def exposition() -> tuple[bytes, str]:
@@ -405,11 +271,11 @@ def create_app(
 
     shared_exposition = SingleFlight(exposition)
     app.add_middleware(RequestContextMiddleware, service=title)
-    app.add_exception_handler(errors.DomainError, _domain_error_handler)
+    app.add_exception_handler(errors.DomainError, domain_error_handler)
     app.add_exception_handler(HTTPException, _http_error_handler)
-    for database_error in (DBAPIError, PoolTimeout, psycopg2.Error):
-        app.add_exception_handler(database_error, _database_error_handler)
-    app.add_exception_handler(Exception, _unexpected_error_handler)
+    for kind, handler in (exception_handlers or {}).items():
+        app.add_exception_handler(kind, handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,8 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pika
-import psycopg2
-from sqlalchemy.engine import make_url
+import psycopg
 
 from btc_orders.services.migration.__main__ import migrate
 from tests.support.processes import Launched, LaunchError, inherited_env, launch
@@ -30,20 +30,18 @@ RABBITMQCTL = shlex.split(os.environ.get("TEST_RABBITMQCTL", "rabbitmqctl"))
 T = TypeVar("T")
 
 
-def admin_connection() -> "psycopg2.extensions.connection":
-    connection = psycopg2.connect(PG_ADMIN_URL)
-    connection.autocommit = True
-    return connection
+def admin_connection() -> "psycopg.Connection[Any]":
+    return psycopg.connect(PG_ADMIN_URL, autocommit=True)
 
 
 def database_url(name: str) -> str:
     """The plain `postgresql://` URL of the database `name`, as users configure the services."""
-    return make_url(PG_ADMIN_URL).set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    return urllib.parse.urlsplit(PG_ADMIN_URL)._replace(scheme="postgresql", path=f"/{name}").geturl()
 
 
 def dsn(name: str) -> str:
-    """A libpq URL (for psycopg2.connect) of the database `name`."""
-    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    """A libpq URL (for psycopg.connect) of the database `name`."""
+    return database_url(name)
 
 
 @dataclass
@@ -104,12 +102,9 @@ def _migrated_template(model: str) -> str:
 
 def sql(database: str, *statements: str) -> None:
     """Run statements as the superuser in `database` ("postgres": the server's own)."""
-    connection = admin_connection() if database == "postgres" else psycopg2.connect(dsn(database))
-    connection.autocommit = True
-    with connection.cursor() as cursor:
+    with psycopg.connect(PG_ADMIN_URL if database == "postgres" else dsn(database), autocommit=True) as connection:
         for statement in statements:
-            cursor.execute(statement)
-    connection.close()
+            connection.execute(statement)
 
 
 def _drop(*names: str) -> None:
@@ -142,7 +137,7 @@ def rabbitmqctl(*args: str) -> str:
 
 def _add_vhost() -> str:
     name = f"btc_test_{uuid.uuid4().hex[:12]}"
-    user = make_url(AMQP_BASE_URL.replace("amqp://", "postgresql://", 1)).username or "guest"
+    user = urllib.parse.urlsplit(AMQP_BASE_URL).username or "guest"
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
     return name

@@ -1,23 +1,28 @@
-"""Postgres engines and the schema check that services run before serving."""
+"""Postgres through the project's one driver, psycopg 3: URLs, pools, the schema check, outages.
 
-import re
-from collections.abc import Iterator, Mapping, Sequence
+A process keeps one pool per database: an asynchronous process (an HTTP service) a psycopg_pool
+`AsyncConnectionPool` (`async_pool`), a synchronous one (a worker, the admin CLI) SQLAlchemy's
+engine (`create_engine`), whose connections psycopg 3 opens from the same libpq connection string.
+The URL is read by libpq itself (`conninfo`), so every form users are given works, libpq's
+multi-host form with `target_session_attrs` included.
+"""
+
+import select
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import psycopg2.errors
-import psycopg2.extras
+import psycopg
+import psycopg_pool
 import sqlalchemy
-from sqlalchemy import Engine, make_url, text
-from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as EnginePoolTimeout
 
 from btc_orders.domain.errors import ServiceUnavailable
-
-psycopg2.extras.register_uuid()  # uuid.UUID in and out of uuid columns
 
 CONNECT_TIMEOUT_SECONDS = 3
 # Every wait on a connection is bounded, so a silent network failure (packets dropped, no
@@ -35,54 +40,59 @@ KEEPALIVE_ARGS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 15_000,
 }
+# Statements are prepared by the driver: psycopg prepares a statement on a connection once it has
+# run there `PREPARE_THRESHOLD` times. A prepared statement is planned generically, once, for any
+# parameters (`plan_cache_mode`): each hot statement's generic plan is the chain of index scans its
+# custom plans are (the EXPLAIN tests), so planning per request buys nothing.
+PREPARE_THRESHOLD = 2
+GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
 
 
 def connect_args(
     application_name: str,
     idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
     statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS,
-) -> dict[str, object]:
-    """libpq connection parameters of every connection the suite opens (`psycopg2.connect(**...)`)."""
+) -> dict[str, Any]:
+    """libpq parameters of every connection the suite opens (`psycopg.connect(url, **...)`)."""
     return {
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "application_name": application_name,
         **KEEPALIVE_ARGS,
         "options": (
             f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_seconds * 1000)}"
-            f" -c statement_timeout={int(statement_timeout_seconds * 1000)}"
+            f" -c statement_timeout={int(statement_timeout_seconds * 1000)} {GENERIC_PLANS}"
         ),
     }
 
 
-# The forms of a Postgres URL that users are given (libpq, Heroku-style platforms, SQLAlchemy),
-# all served by the project's one driver. SQLAlchemy alone would map `postgresql://` to psycopg 3
-# (not installed) and knows no `postgres://` dialect at all.
-DRIVER_SCHEME = "postgresql+psycopg2"
-ACCEPTED_SCHEMES = ("postgresql", "postgres", DRIVER_SCHEME)
+# The forms of a Postgres URL that users are given (libpq, Heroku-style platforms, SQLAlchemy's
+# `postgresql+psycopg://` and, from older configurations, `postgresql+psycopg2://`), all served by
+# psycopg 3: only the scheme is read here, the rest is libpq's.
+ACCEPTED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
 
 
-def sqlalchemy_url(url: str) -> str:
-    """`url` with the driver named, as SQLAlchemy needs it; ValueError for anything else.
+def conninfo(url: str) -> str:
+    """`url` as the `postgresql://` URL libpq reads; ValueError (one sentence) for anything else.
 
-    Only the scheme is changed: the rest (credentials, host, query) is kept byte for byte.
+    Only the scheme is changed: credentials, hosts (libpq's `host1:5432,host2:5432` list) and
+    parameters (`target_session_attrs=read-write`, `sslmode`, ...) are kept byte for byte.
     """
     scheme, separator, rest = url.partition("://")
     if not separator or scheme.lower() not in ACCEPTED_SCHEMES:
         raise ValueError(
-            f"must be a Postgres URL such as postgresql://user:password@host:5432/database "
-            f"(postgres:// and {DRIVER_SCHEME}:// are accepted too), not {scheme or url[:20]!r}"
+            "must be a Postgres URL such as postgresql://user:password@host:5432/database "
+            "(or libpq's multi-host form postgresql://host1:5432,host2:5432/database?target_session_attrs=read-write), "
+            f"not {scheme or url[:20]!r}"
         )
-    normalized = f"{DRIVER_SCHEME}://{rest}"
+    plain = f"postgresql://{rest}"
     try:
-        make_url(normalized)  # a port that is not a number is refused here, not at the first connect
-    except (ArgumentError, ValueError) as error:
-        raise ValueError(f"is not a valid URL: {error}") from None
-    return normalized
-
-
-def libpq_url(url: str) -> str:
-    """`url` in the plain `postgresql://` form that libpq and yoyo read."""
-    return "postgresql://" + sqlalchemy_url(url).partition("://")[2]
+        parameters = conninfo_to_dict(plain)
+    except psycopg.Error as error:
+        raise ValueError(f"is not a valid URL: {first_line(error)}") from None
+    for port in str(parameters.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"is not a valid URL: port {port!r} is not a port number")
+    return plain
 
 
 def create_engine(
@@ -92,29 +102,95 @@ def create_engine(
     autocommit: bool = False,
     idle_in_transaction_timeout_seconds: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
 ) -> Engine:
-    """A pooled engine; connections that died with the server are replaced on the next use.
+    """A synchronous process's pool: SQLAlchemy's engine, each connection psycopg 3's, opened by
+    libpq from `url` (any form `conninfo` accepts, multi-host included: SQLAlchemy never parses it).
 
-    `url` in any form `sqlalchemy_url` accepts (`postgresql://` as users write it).
-
-    `autocommit` suits read-only single statements: no BEGIN before and no ROLLBACK after
-    (when the pool takes the connection back), so a query costs one round trip, not three.
-
-    No overflow: at most `pool_size` connections, opened once and kept. An HTTP service runs its
-    blocking calls on as many threads (`web.in_thread`, an executor per service), so requests
-    queue for a thread, not for a connection, and none opens and closes a connection of its
-    own. A caller that still finds the pool empty for `pool_timeout` gets a 503
-    (`unavailable_on_outage`). Connections carry `connect_args` (keepalives and timeouts).
+    `autocommit` suits single statements: no BEGIN before and no ROLLBACK after.
+    No overflow: at most `pool_size` connections, opened when first needed and kept; a caller that
+    finds the pool empty for CONNECT_TIMEOUT_SECONDS gets an outage (`is_outage`), and a connection
+    lost with the server is replaced on the next use.
     """
-    url = sqlalchemy_url(url)
-    return sqlalchemy.create_engine(
-        url,
+    target = conninfo(url)
+    arguments = {**connect_args(application_name, idle_in_transaction_timeout_seconds)}
+
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(target, prepare_threshold=PREPARE_THRESHOLD, **arguments)
+
+    engine = sqlalchemy.create_engine(
+        "postgresql+psycopg://",
+        creator=connect,
         isolation_level="AUTOCOMMIT" if autocommit else None,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=CONNECT_TIMEOUT_SECONDS,
         pool_recycle=1800,
-        connect_args=connect_args(application_name, idle_in_transaction_timeout_seconds),
     )
+    event.listen(engine, "handle_error", _forgotten_statements_end_the_connection)
+    return engine
+
+
+def _forgotten_statements_end_the_connection(context: Any) -> None:
+    """A connection whose prepared statements were dropped behind the driver's back (a pooler's
+    `DISCARD ALL`) would fail every one of them again: SQLAlchemy replaces it, as a lost one."""
+    if sqlstate(context.original_exception) == FORGOTTEN_STATEMENT:
+        context.is_disconnect = True
+
+
+async def _unbroken(connection: psycopg.AsyncConnection[Any]) -> None:
+    """The pool's check of a connection as it leaves the pool: one system call, no round trip.
+
+    An idle connection has nothing to read; a readable one was closed by the server while it sat
+    in the pool (a restart, a failover, `pg_terminate_backend`, an idle-session reaper: the server's
+    goodbye or the end of the stream is waiting): it is discarded and a fresh one is handed out, so
+    such a close never costs a request.
+    """
+    if connection.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    if readable:
+        raise psycopg.OperationalError("the server closed the connection while it was idle in the pool")
+
+
+def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.AsyncConnectionPool:
+    """An asynchronous process's pool (open it with `await pool.open()`): `size` connections in
+    autocommit, each checked as it leaves the pool (`_unbroken`). A request that finds every
+    connection busy for CONNECT_TIMEOUT_SECONDS gets `psycopg_pool.PoolTimeout`, an outage (a 503);
+    a connection lost in use is replaced by the pool in the background."""
+    return psycopg_pool.AsyncConnectionPool(
+        conninfo(url),
+        kwargs={**connect_args(application_name), "autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
+        min_size=size,
+        max_size=size,
+        open=False,
+        check=_unbroken,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        max_lifetime=1800,
+        name=application_name,
+    )
+
+
+T = TypeVar("T")
+FORGOTTEN_STATEMENT = "26000"  # invalid SQL statement name: `prepared statement "_pg3_0" does not exist`
+
+
+async def run(
+    pool: psycopg_pool.AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+) -> T:
+    """`work(connection)` on a connection of `pool`, and its result.
+
+    A prepared statement the server no longer knows (a pooler's `DISCARD ALL`, a `DEALLOCATE` behind
+    the driver's back) fails before it runs: the driver is told (a `DEALLOCATE ALL` of its own, which
+    empties its cache of prepared statements) and `work` runs once more, so `prepared statement does
+    not exist` never reaches a caller. Other errors are the caller's (`unavailable_on_outage`).
+    """
+    async with pool.connection() as connection:
+        try:
+            return await work(connection)
+        except psycopg.errors.InvalidSqlStatementName:
+            if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await connection.rollback()
+            await connection.execute("DEALLOCATE ALL")
+            return await work(connection)
 
 
 def migrations_dir(database: str) -> Path:
@@ -134,15 +210,18 @@ class DatabaseUnreachable(SchemaNotReady):
     """The database could not be reached; it may be starting: worth another try."""
 
 
-def check_schema(engine: Engine, database: str) -> None:
-    """Refuse to serve a database whose schema is not at the version this code needs."""
+def check_schema(url: str, database: str) -> None:
+    """Refuse to serve a database whose schema is not at the version this code needs (one short
+    connection of its own, before the process builds its pool)."""
     try:
-        with engine.connect() as connection:
-            exists = connection.execute(text("SELECT to_regclass('_yoyo_migration') IS NOT NULL")).scalar()
+        with psycopg.connect(conninfo(url), autocommit=True, **connect_args("btc_orders_schema_check")) as connection:
+            exists = connection.execute("SELECT to_regclass('_yoyo_migration') IS NOT NULL").fetchone()
             applied = (
-                set(connection.execute(text("SELECT migration_id FROM _yoyo_migration")).scalars()) if exists else set()
+                {row[0] for row in connection.execute("SELECT migration_id FROM _yoyo_migration")}
+                if exists and exists[0]
+                else set()
             )
-    except DBAPIError as error:
+    except psycopg.Error as error:
         raise DatabaseUnreachable(f"the {database} database cannot be reached: {first_line(error)}") from error
     missing = sorted(required_migrations(database) - applied)
     if missing:
@@ -157,14 +236,23 @@ def ping(engine: Engine) -> bool:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         return True
-    except (DBAPIError, PoolTimeout):
+    except (DBAPIError, EnginePoolTimeout):
+        return False
+
+
+async def ping_pool(pool: psycopg_pool.AsyncConnectionPool) -> bool:
+    try:
+        async with pool.connection() as connection:
+            await connection.execute("SELECT 1")
+        return True
+    except psycopg.Error:
         return False
 
 
 def first_line(error: BaseException) -> str:
     """The first line of an error's text (the driver's own message for a wrapped DBAPI error)."""
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    message = str(getattr(error, "orig", None) or error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
 
 
 # What a database error means, by its SQLSTATE (Postgres appendix A): True = the database cannot
@@ -183,6 +271,7 @@ OUTAGE_SQLSTATE_CLASSES: dict[str, str] = {
 OUTAGE_SQLSTATES: dict[str, str] = {
     "25006": "read-only SQL transaction (a standby, or default_transaction_read_only after a failover)",
     "25P03": "idle-in-transaction session timeout (the session was ended)",
+    "26000": "invalid SQL statement name (a prepared statement dropped behind the driver's back: a retry prepares it)",
     "40001": "serialization failure (a retry succeeds)",
     "40P01": "deadlock detected (a retry succeeds)",
     "40003": "statement completion unknown",
@@ -195,10 +284,15 @@ OUTAGE_SQLSTATES: dict[str, str] = {
 }
 
 
+def _driver_error(error: BaseException) -> BaseException:
+    """psycopg's own error, unwrapped from SQLAlchemy's."""
+    orig = getattr(error, "orig", None) if isinstance(error, DBAPIError) else None
+    return orig if isinstance(orig, BaseException) else error
+
+
 def sqlstate(error: BaseException) -> str | None:
-    """The SQLSTATE of a database error (wrapped by SQLAlchemy or raw psycopg2), if the server sent one."""
-    orig = getattr(error, "orig", None) if isinstance(error, DBAPIError) else error
-    code = getattr(orig, "pgcode", None)
+    """The SQLSTATE of a database error (psycopg's, or wrapped by SQLAlchemy), if the server sent one."""
+    code = getattr(_driver_error(error), "sqlstate", None)
     return code if isinstance(code, str) and len(code) == 5 else None
 
 
@@ -206,10 +300,9 @@ def is_outage(error: BaseException) -> bool:
     """True when `error` says the database is unavailable, read-only, out of resources or busy
     (worth a retry, a 503 with Retry-After; never a dead letter); False when it is about the
     statement's own data or a bug. Decided by what the error means (its SQLSTATE, the tables
-    above), not by which exception class carries it: psycopg2 raises a read-only transaction as
-    an `InternalError` and a lost connection as an `OperationalError`.
+    above), not by which exception class carries it.
     """
-    if isinstance(error, PoolTimeout):
+    if isinstance(error, EnginePoolTimeout | psycopg_pool.PoolTimeout | psycopg_pool.TooManyRequests):
         return True  # every pooled connection is in use: busy, not broken
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
@@ -217,14 +310,16 @@ def is_outage(error: BaseException) -> bool:
     if code is not None:
         return code in OUTAGE_SQLSTATES or code[:2] in OUTAGE_SQLSTATE_CLASSES
     # No SQLSTATE: the driver's own verdict on the connection (refused, closed, timed out).
-    orig = error.orig if isinstance(error, DBAPIError) else error
-    return isinstance(orig, psycopg2.OperationalError | psycopg2.InterfaceError)
+    return isinstance(_driver_error(error), psycopg.OperationalError | psycopg.InterfaceError)
+
+
+DATABASE_ERRORS = (psycopg.Error, DBAPIError, EnginePoolTimeout)
 
 
 def outage_message(database: str, error: BaseException) -> str:
     """The client's sentence for an outage of `database`."""
     code = sqlstate(error)
-    if isinstance(error, PoolTimeout):
+    if isinstance(error, EnginePoolTimeout | psycopg_pool.PoolTimeout | psycopg_pool.TooManyRequests):
         return f"the {database} database is busy (no free connection); retry shortly"
     if code == "53300":
         return f"the {database} database has too many connections; retry shortly"
@@ -239,139 +334,13 @@ def outage_message(database: str, error: BaseException) -> str:
 def unavailable_on_outage(database: str) -> Iterator[None]:
     """Turn a database error that is an outage (`is_outage`) into `ServiceUnavailable` (a 503).
 
-    Covers SQLAlchemy's wrapped errors and the raw psycopg2 ones: from work on a raw pooled
-    connection (`engine.raw_connection()`), or raised while the pool takes a connection back
-    (resetting its isolation level) when the server has just dropped it. The work before may
-    have been done; the client's retry with the same idempotence key is answered with it.
-    Any other error (the statement's data, a bug) goes through unchanged.
+    Wraps synchronous and awaited work alike (`with` around `await`). The work before may have been
+    done; the client's retry with the same idempotence key is answered with it. Any other error
+    (the statement's data, a bug) goes through unchanged.
     """
     try:
         yield
-    except (DBAPIError, PoolTimeout, psycopg2.Error) as error:
+    except DATABASE_ERRORS as error:
         if is_outage(error):
             raise ServiceUnavailable(outage_message(database, error)) from error
         raise
-
-
-# Prepared statements, for the hot statements of the services (a page, an order, the create
-# path's one statement). Parsed and planned once per pooled connection instead of per request,
-# and run on the raw psycopg2 connection without SQLAlchemy's per-execution work. Measured in the
-# tuning log of docs/benchmarks.md: the create statement's server time halves, a page's planning
-# goes.
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A statement prepared once on each pooled connection (`prepare`), then run by `execute`
-    (psycopg2 `%s` placeholders, one per parameter of the prepared statement, in order)."""
-
-    name: str
-    prepare: str
-    execute: str
-    parameters: tuple[str, ...] = ()  # the names of the parameters, in order (`named`)
-
-    @classmethod
-    def named(cls, name: str, statement: str, types: Mapping[str, str]) -> "Prepared":
-        """`statement` written with `:name` parameters (as for SQLAlchemy's `text`), each of the
-        SQL type `types[name]`, prepared as `$1`..`$n` in the order of `types`."""
-        order = list(types)
-
-        def placeholder(match: re.Match[str]) -> str:
-            return f"${order.index(match[1]) + 1}"
-
-        body = _NAMED.sub(placeholder, statement)
-        if not order:  # no parameters: no parentheses (`()` is a syntax error)
-            return cls(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}")
-        prepare = f"PREPARE {name} ({', '.join(types.values())}) AS {body}"
-        return cls(name, prepare, f"EXECUTE {name} ({', '.join(['%s'] * len(order))})", tuple(order))
-
-    def values(self, parameters: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The values of a `named` statement's parameters, in its order."""
-        return tuple(parameters[name] for name in self.parameters)
-
-
-_NAMED = re.compile(r"(?<![:\w]):(\w+)")
-
-# Every prepared statement is planned once, generically, for any parameters: each one's generic
-# plan is the same chain of index scans as its custom ones (proven by the EXPLAIN tests of the
-# EXECUTEd statements), so planning per request (0.1-0.4 ms, more than the execution) buys
-# nothing. Under the default `auto` mode Postgres plans the first five executions anew and some
-# shapes for ever (measured; tuning log in benchmarks.md).
-#
-# A generic plan is kept until the statistics of its tables change (an ANALYZE invalidates it,
-# and the next execution plans again). A new deployment's tables have never been analyzed: the
-# planner assumes a few pages and the plans are the indexes' (tested). A plan made just after an
-# ANALYZE of a table of a few rows may read that table in full, which costs what reading its
-# index would, until the next ANALYZE: autovacuum's, once 50 rows and 10% have changed, within
-# its naptime (1 minute). Sequential scans are not priced out (`enable_seqscan = off`): the
-# penalty pushes a plan's estimated cost past `jit_above_cost`, and JIT compilation then took
-# 190-230 ms per page (measured).
-PLAN_SETTINGS = "SET plan_cache_mode = force_generic_plan"
-_PREPARED_KEY = "btc_orders.prepared"  # in a pooled connection's `info`: cleared on reconnect
-
-
-def run_prepared(connection: Any, prepared: Prepared, values: Sequence[Any]) -> Any:
-    """A cursor on `connection` (a pooled DBAPI connection) that has run `prepared` with `values`.
-
-    The first statement on a connection sets `PLAN_SETTINGS` (committed at once when the connection
-    is not in autocommit, so the pool's rollback on check-in keeps it) and each statement is
-    prepared on its first use. What was prepared is kept in the connection's `info`, which
-    SQLAlchemy clears when it replaces a lost connection: the new one prepares again. A statement
-    the server no longer knows (a `DEALLOCATE` or `DISCARD ALL` behind the pool's back) is
-    prepared again and run once more (it never ran): `prepared statement does not exist` never
-    reaches a caller.
-    """
-    dbapi = connection.dbapi_connection
-    cursor = dbapi.cursor()
-    try:
-        try:
-            _prepare(connection, cursor, prepared)
-            cursor.execute(prepared.execute, values)
-        except psycopg2.errors.InvalidSqlStatementName:
-            if not dbapi.autocommit:
-                dbapi.rollback()
-            connection.info.pop(_PREPARED_KEY, None)
-            _prepare(connection, cursor, prepared)
-            cursor.execute(prepared.execute, values)
-    except BaseException:
-        cursor.close()
-        raise
-    return cursor
-
-
-def _prepare(connection: Any, cursor: Any, prepared: Prepared) -> None:
-    done: set[str] | None = connection.info.get(_PREPARED_KEY)
-    if done is None:
-        cursor.execute(PLAN_SETTINGS)
-        if not connection.dbapi_connection.autocommit:
-            connection.dbapi_connection.commit()
-        done = connection.info[_PREPARED_KEY] = set()
-    if prepared.name not in done:
-        cursor.execute(prepared.prepare)
-        done.add(prepared.name)
-
-
-def fetch_prepared(engine: Engine, prepared: Prepared, values: Sequence[Any]) -> tuple[Any, ...] | None:
-    """The first row (None: no row) of one prepared statement on a connection of `engine`'s pool,
-    run as a statement of its own: committed at once on a connection not in autocommit.
-
-    A connection lost with the server is discarded, and the pool with it (the others died too),
-    as SQLAlchemy does on a disconnect. Errors are psycopg2's: the caller maps outages with
-    `unavailable_on_outage`, as for SQLAlchemy's.
-    """
-    connection = engine.raw_connection()
-    try:
-        cursor = run_prepared(connection, prepared, values)
-        row: tuple[Any, ...] | None = cursor.fetchone()
-        cursor.close()
-        dbapi: Any = connection.dbapi_connection
-        if not dbapi.autocommit:
-            dbapi.commit()
-        return row
-    except psycopg2.Error as error:
-        if getattr(connection.dbapi_connection, "closed", 1):  # lost, not just refused
-            connection.invalidate(error)
-            engine.dispose(close=False)
-        raise
-    finally:
-        connection.close()

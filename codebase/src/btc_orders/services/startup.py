@@ -12,20 +12,18 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import NoReturn, Protocol, TypeVar
 
-import psycopg2
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from starlette.middleware import Middleware
 
 from btc_orders import logs, metrics, openapi, settings, web
 from btc_orders.adapters import db
-from btc_orders.domain.errors import DomainError
+from btc_orders.domain.errors import DomainError, ServiceUnavailable
 from btc_orders.services.worker import Backoff, StopFlag
 
 SettingsT = TypeVar("SettingsT", bound=settings.BaseServiceSettings)
@@ -74,7 +72,7 @@ def startup_reason(service: str, error: Exception) -> str:
         return str(error)
     if isinstance(error, DomainError):
         return error.message
-    if isinstance(error, DBAPIError | psycopg2.Error):
+    if isinstance(error, db.DATABASE_ERRORS):
         return f"the database refused what {service} does at start: {db.first_line(error)}"
     return f"{service} failed at start: {type(error).__name__}: {db.first_line(error)}"
 
@@ -108,14 +106,20 @@ def serve_metrics(loaded: settings.BaseServiceSettings, field: str = "metrics_po
 
 
 def engine_at_schema(url: str, pool_size: int, service: str, database: str, autocommit: bool = False) -> Engine:
-    """A pooled engine for `database`, or stop at start if its schema is not the one this code needs."""
-    engine = db.create_engine(url, pool_size, service, autocommit)
+    """A synchronous process's pooled engine for `database`, once its schema is the one this code needs."""
+    wait_for_schema(url, database)
+    return db.create_engine(url, pool_size, service, autocommit)
+
+
+def wait_for_schema(url: str, database: str) -> None:
+    """Return once `database` is at the schema this code needs; stop the process (one line) if it
+    is behind, or still unreachable after STARTUP_WAIT_SECONDS."""
     deadline = time.monotonic() + STARTUP_WAIT_SECONDS
     backoff = Backoff(first=0.5, ceiling=2.0)  # jittered: replicas started together do not retry in step
     while True:
         try:
-            db.check_schema(engine, database)
-            return engine
+            db.check_schema(url, database)
+            return
         except db.DatabaseUnreachable as error:
             # It may be starting (compose, a restart): wait a while, then give up loudly.
             if time.monotonic() > deadline:
@@ -137,36 +141,48 @@ class Adapters(Protocol):
     async def close(self) -> None: ...
 
 
+async def _database_error_handler(request: Request, error: Exception) -> Response:
+    """A database error that no adapter turned into a domain error: a 503 if it is an outage
+    (`db.is_outage`, by its SQLSTATE), else a bug (500)."""
+    if db.is_outage(error):
+        return await web.domain_error_handler(request, ServiceUnavailable(db.outage_message("service's", error)))
+    return await web.unexpected_error_handler(request, error)
+
+
 def http_app(
     service: str,
     description: str,
     loaded: SettingsT,
-    bootstrap: Callable[[SettingsT], Adapters],
-    middleware: Sequence[Middleware] = (),
+    bootstrap: Callable[[SettingsT], Awaitable[Adapters]],
 ) -> FastAPI:
-    """An HTTP service's app, built without I/O: `bootstrap(loaded)` builds the adapters when the
-    app starts (its lifespan), and the routes reach them through `app.state` (each service's
-    `deps`). Tests pass a bootstrap of fakes, or set `app.state.adapters`. `middleware`: as
-    `web.create_app`'s."""
+    """An HTTP service's app, built without I/O: `await bootstrap(loaded)` builds the adapters when
+    the app starts (its lifespan), and the routes reach them through `app.state` (each service's
+    `deps`). Tests pass a bootstrap of fakes, or set `app.state.adapters`."""
     app: FastAPI
 
     async def readiness() -> dict[str, bool]:
         adapters: Adapters = app.state.adapters
         return await adapters.readiness()
 
-    app = web.create_app(service, description, readiness, _lifespan(service, lambda: bootstrap(loaded)), middleware)
+    app = web.create_app(
+        service,
+        description,
+        readiness,
+        _lifespan(service, lambda: bootstrap(loaded)),
+        exception_handlers=dict.fromkeys(db.DATABASE_ERRORS, _database_error_handler),
+    )
     app.state.settings = loaded
     openapi.install(app)
     return app
 
 
 def _lifespan(
-    service: str, bootstrap: Callable[[], Adapters]
+    service: str, bootstrap: Callable[[], Awaitable[Adapters]]
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with starting(service), _stopped_at_once_by_sigterm():  # a failure: one line, exit 3
-            adapters = bootstrap()
+            adapters = await bootstrap()
             await adapters.start()
         app.state.adapters = adapters
         try:

@@ -7,7 +7,7 @@ import time
 from yoyo import get_backend, read_migrations
 
 from btc_orders import logs
-from btc_orders.adapters.db import libpq_url, migrations_dir
+from btc_orders.adapters.db import conninfo, migrations_dir
 from btc_orders.services.startup import configured, startup_reason
 from btc_orders.settings import MigrationSettings
 
@@ -17,8 +17,8 @@ CONNECT_ATTEMPTS = 30
 
 
 def yoyo_url(url: str) -> str:
-    """yoyo names the driver itself: every accepted form becomes `postgresql://`."""
-    return libpq_url(url)
+    """yoyo names the driver in the scheme: psycopg 3's backend."""
+    return "postgresql+psycopg://" + conninfo(url).partition("://")[2]
 
 
 def migrate(database: str, url: str) -> int:

@@ -12,6 +12,12 @@ from tests.support.services import Databases, throwaway_databases, throwaway_vho
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (`@pytest.mark.anyio`) run on asyncio, the services' event loop."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def coinbase_server() -> Iterator[FakeCoinbase]:
     server = FakeCoinbase().start()
     yield server

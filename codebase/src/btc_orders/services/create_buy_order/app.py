@@ -30,10 +30,10 @@ from btc_orders.services.create_buy_order.fast_path import plain_command
 from btc_orders.services.create_buy_order.handler import place_buy_order_on_loop
 from btc_orders.services.create_buy_order.schemas import (
     BuyOrderRequest,
-    BuyOrderResource,
     ExactJsonRoute,
     IdempotencyKeyHeader,
 )
+from btc_orders.services.resources import BuyOrderResource
 from btc_orders.settings import CreateBuyOrderSettings
 
 DESCRIPTION = (

@@ -22,7 +22,6 @@ from btc_orders.adapters.read_model import PageQuery
 from btc_orders.domain.errors import OrderNotFound
 from btc_orders.domain.orders import Currency
 from btc_orders.services import startup
-from btc_orders.services.create_buy_order.schemas import BuyOrderResource
 from btc_orders.services.fetch_buy_orders.arrivals import preferred_wait
 from btc_orders.services.fetch_buy_orders.bootstrap import FetchAdapters
 from btc_orders.services.fetch_buy_orders.bootstrap import bootstrap as build_adapters
@@ -34,6 +33,7 @@ from btc_orders.services.fetch_buy_orders.query import (
     link_header,
     plain_page_query,
 )
+from btc_orders.services.resources import BuyOrderResource
 from btc_orders.settings import FetchBuyOrdersSettings
 
 DESCRIPTION = (

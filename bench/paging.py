@@ -1,29 +1,23 @@
-"""Paging-depth benchmark: keyset paging through the real fetch_buy_orders vs `OFFSET`.
+"""Paging depth: a page's cost must not depend on its depth (SPEC 3.2).
 
-What it does, all against 127.0.0.1 only (one function per phase below):
+A throwaway read model (migrated by the tree under test) filled with N orders in SQL, the real
+fetch_buy_orders of that tree under gunicorn (its docker/gunicorn.conf.py, `--workers` uvicorn
+workers), one keep-alive client on 127.0.0.1. Every page is first checked against plain SQL, then
+timed, interleaved round-robin so that machine noise falls on every page alike:
 
-1. creates a throwaway read-model database on the local Postgres and migrates it
-   with the project's own migration code;
-2. loads N orders into `buy_order_view` in SQL (`INSERT ... SELECT generate_series`),
-   then `VACUUM ANALYZE`;
-3. starts the real fetch_buy_orders service (gunicorn, 2 uvicorn workers, as in
-   production; `--server uvicorn` for the single-process entry point);
-4. checks that every method returns the same pages, then measures p50/p99 latency, at
-   several page depths, of
-   - keyset via HTTP: `GET /buy_orders?page_size=10&last_reference=<id>` (the service
-     answers every page with one statement),
-   - keyset SQL: the two statements of the first design (id -> sequence, then
-     `WHERE sequence < $s ORDER BY sequence DESC LIMIT 11`), timed with psycopg2,
-   - keyset SQL, one statement: the lookup and the page in one round trip (the service's
-     shape without its document aggregation),
-   - OFFSET SQL: `ORDER BY sequence DESC LIMIT 11 OFFSET k`, timed with psycopg2;
-   keyset requests are interleaved round-robin across depths so that machine
-   noise falls on every depth alike; then filtered pages and the newer direction;
-5. writes the "Paging depth" section of docs/benchmarks.md (bench/templates/paging.md,
-   benchkit/paging_report.py) and docs/img/paging_depth.png;
-6. stops the service and drops the database, whatever happened.
+- unfiltered keyset pages (`last_reference`) at evenly spaced depths, first to last, against the
+  same pages read with `OFFSET` straight from Postgres (the contrast: its cost grows with depth);
+- filtered pages (a currency, two, a far-past day, the newest day, a currency in a far-past week):
+  first, second and last page of each, and the newer direction (`first_reference`) at the oldest
+  order against the top, unfiltered and for GBP.
 
-Usage: bench/run.sh [--quick] [--orders N] [--requests N] ...  (see --help)
+The goals are p99 ratios <= 1.10: last / first page, last / second page (both with a reference: like
+for like), far-past / newest day, deepest / top in the newer direction. Prints the tables; `--plots`
+writes paging_depth.png into a folder. The database is dropped at the end, also on Ctrl-C.
+
+    bench/paging.sh                   # 1,000,000 orders, about 5 minutes on 2 cores
+    bench/paging.sh --quick           # 100,000 orders, about 2 minutes
+    bench/paging.sh --src /tmp/before # another checkout of the project
 """
 
 from __future__ import annotations
@@ -38,229 +32,161 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg2
 
-from benchkit import REPO, log, pg
-from benchkit.docs import write_section
-from benchkit.machine import machine
-from benchkit.paging_cases import Case, budgeted, case_page, filtered_cases, http_page, interleaved, timed
-from benchkit.paging_report import report, write_plot
-from benchkit.paging_sql import (
-    PAGE_SIZE,
-    SQL_FIRST_PAGE,
-    SQL_OFFSET,
-    SQL_PAGE_AFTER,
-    SQL_SEQUENCE_OF,
-    Depth,
-    buffers_touched,
-    choose_depths,
-    ids_by_sequence,
-    keyset_sql_page,
-    load_orders,
-    offset_sql_page,
-    one_statement_page,
-)
-from benchkit.services import Proc, Processes, free_port
-from benchkit.stats import Samples
-
-SECTION_START = "<!-- paging-depth:start (written by bench/paging.py) -->"
-SECTION_END = "<!-- paging-depth:end -->"
+from benchkit import log, pg, table
+from benchkit.machine import commit, describe, machine
+from benchkit.paging_cases import Case, filtered_cases, http_page, interleaved
+from benchkit.paging_sql import GOAL_RATIO, PAGE_SIZE, Depth, choose_depths, load_orders, offset_page
+from benchkit.pipeline_run import OWN
+from benchkit.services import Processes, Tree
+from benchkit.stats import ms, pct
+from benchkit.stores import stores
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--orders", type=int, default=None, help="orders to load (default 1,000,000)")
-    parser.add_argument("--quick", action="store_true", help="100,000 orders and shorter budgets (< 3 min)")
-    parser.add_argument("--requests", type=int, default=None, help="recorded requests per depth (1000; quick 500)")
-    parser.add_argument("--warmup", type=int, default=50, help="unrecorded warm-up rounds (default 50)")
-    parser.add_argument("--depths", type=int, default=11, help="evenly spaced depths for the plot (default 11)")
-    parser.add_argument("--offset-budget", type=float, default=None, help="seconds per OFFSET depth (10; quick 3)")
-    parser.add_argument("--offset-min", type=int, default=30, help="at least this many OFFSET samples per depth")
-    parser.add_argument("--server", choices=["gunicorn", "uvicorn"], default="gunicorn")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, as production)")
-    parser.add_argument("--pg-url", default=pg.PG_ADMIN)
-    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "img" / "paging_depth.png")
-    parser.add_argument("--no-write", action="store_true", help="print the figures, write no files")
-    parser.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
-    args = parser.parse_args(argv)
-    if args.orders is None:
-        args.orders = 100_000 if args.quick else 1_000_000
-    if args.requests is None:
-        args.requests = 500 if args.quick else 1000
-    if args.offset_budget is None:
-        args.offset_budget = 3.0 if args.quick else 10.0
-    if args.orders < 100 * PAGE_SIZE:
-        parser.error(f"--orders must be at least {100 * PAGE_SIZE}")
-    if args.depths < 3:
-        parser.error("--depths must be at least 3")
+    parser.add_argument("--orders", type=int, default=0, help="orders to load (default 1,000,000; quick 100,000)")
+    parser.add_argument("--quick", action="store_true", help="100,000 orders, 300 samples per page")
+    parser.add_argument("--requests", type=int, default=0, help="recorded requests per page (1000; quick 300)")
+    parser.add_argument("--warmup", type=int, default=50, help="unrecorded warm-up rounds")
+    parser.add_argument("--depths", type=int, default=11, help="evenly spaced depths (default 11)")
+    parser.add_argument("--offset-budget", type=float, default=5.0, help="seconds of OFFSET samples per depth")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of fetch_buy_orders")
+    parser.add_argument("--src", default="", help="another checkout of the project to run")
+    parser.add_argument("--python", default="", help="the interpreter of --src (default: its .venv's, else this one)")
+    parser.add_argument("--plots", type=Path, metavar="FOLDER", help="write paging_depth.png into this folder")
+    args = parser.parse_args()
+    args.orders = args.orders or (100_000 if args.quick else 1_000_000)
+    args.requests = args.requests or (300 if args.quick else 1000)
+    if args.orders < 100 * PAGE_SIZE or args.depths < 3:
+        parser.error(f"--orders must be at least {100 * PAGE_SIZE} and --depths at least 3")
     return args
 
 
-def start_fetch(procs: Processes, read_url: str, server: str, workers: int) -> Proc:
-    """fetch_buy_orders on a free port: gunicorn with `workers` uvicorn workers, or one uvicorn process."""
-    if server == "uvicorn":
-        proc = procs.module("fetch_buy_orders", {"READ_MODEL_DB_URL": read_url}, port=free_port())
-    else:
-        port = free_port()
-        command = [
-            sys.executable, "-m", "gunicorn", "btc_orders.asgi:fetch_buy_orders()",
-            "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-        ]  # fmt: skip
-        env = {"READ_MODEL_DB_URL": read_url, "FETCH_BUY_ORDERS_PORT": str(port)}
-        proc = procs.start("fetch_buy_orders", command, env, url=f"http://127.0.0.1:{port}")
-        proc.description = f"gunicorn, {workers} uvicorn workers"
-    log(f"fetch_buy_orders up on {proc.url} ({proc.description})")
-    return proc
+def depth_params(depth: Depth) -> list[tuple[str, str]]:
+    return [("last_reference", depth.reference)] if depth.reference else []
 
 
-def check_pages(client: httpx.Client, cursor: Any, orders: int, depths: list[Depth], key: list[Depth]) -> None:
-    """Every method returns the same page at every depth, the one expected by sequence; the last has no more."""
+def offset_samples(cursor: Any, depths: list[Depth], args: argparse.Namespace) -> dict[str, list[float]]:
+    """OFFSET per depth: up to `--requests` samples or `--offset-budget` seconds (at least 20)."""
+    results: dict[str, list[float]] = {}
     for depth in depths:
-        expected_top = orders - depth.skip
-        via_http = http_page(client, depth)
-        via_keyset = keyset_sql_page(cursor, depth)
-        via_offset = offset_sql_page(cursor, depth)
-        via_one = one_statement_page(cursor, depth)
-        if not (via_http == via_keyset == via_offset == via_one) or len(via_http) != PAGE_SIZE:
-            raise SystemExit(f"pages differ at depth {depth.skip}: {via_http} / {via_keyset} / {via_offset}")
-        cursor.execute("SELECT sequence FROM buy_order_view WHERE id = %s", (via_http[0],))
-        if cursor.fetchone()[0] != expected_top:
-            raise SystemExit(f"page at depth {depth.skip} does not start at sequence {expected_top}")
-    last_body = client.get("/buy_orders", params={"page_size": PAGE_SIZE, "last_reference": key[-1].reference})
-    if last_body.json()["has_more"] is not False:
-        raise SystemExit("the last page says has_more")
+        samples: list[float] = []
+        started = time.monotonic()
+        while len(samples) < args.requests and (len(samples) < 20 or time.monotonic() - started < args.offset_budget):
+            began = time.perf_counter()
+            offset_page(cursor, depth)
+            samples.append((time.perf_counter() - began) * 1000)
+        results[depth.label] = samples
+    return results
 
 
-def measure_buffers(cursor: Any, depths: list[Depth]) -> dict[str, dict[str, int]]:
-    """Shared buffers per depth: keyset (the first design's two statements) and OFFSET."""
-    buffers: dict[str, dict[str, int]] = {"keyset": {}, "offset": {}}
-    for depth in depths:
-        if depth.reference is None:
-            keyset = buffers_touched(cursor, SQL_FIRST_PAGE, (PAGE_SIZE + 1,))
-        else:
-            cursor.execute(SQL_SEQUENCE_OF, (depth.reference,))
-            after = cursor.fetchone()[0]
-            keyset = buffers_touched(cursor, SQL_SEQUENCE_OF, (depth.reference,))
-            keyset += buffers_touched(cursor, SQL_PAGE_AFTER, (after, PAGE_SIZE + 1))
-        buffers["keyset"][depth.label] = keyset
-        buffers["offset"][depth.label] = buffers_touched(cursor, SQL_OFFSET, (PAGE_SIZE + 1, depth.skip))
-    return buffers
+def ratio_rows(ratios: list[tuple[str, str, str]], samples: dict[str, list[float]]) -> tuple[list[list[str]], bool]:
+    rows, met = [], True
+    for name, numerator, denominator in ratios:
+        p99 = pct(samples[numerator], 99) / pct(samples[denominator], 99)
+        p50 = pct(samples[numerator], 50) / pct(samples[denominator], 50)
+        met &= p99 <= GOAL_RATIO
+        rows.append([name, f"{p99:.2f}", f"{p50:.2f}", "met" if p99 <= GOAL_RATIO else "NOT MET"])
+    return rows, met
 
 
-def measure_filtered(
-    client: httpx.Client, cursor: Any, args: argparse.Namespace
-) -> tuple[list[Case], list[tuple[str, str, str]], dict[str, Samples]]:
-    """Filtered pages and the newer direction via HTTP, each checked against SQL first, interleaved."""
-    cases, ratios = filtered_cases(cursor, args.orders)
-    for case in cases:
-        if tuple(case_page(client, case)) != case.expected:
-            raise SystemExit(f"{case.label}: the service's page differs from plain SQL's")
-    samples = {case.label: Samples() for case in cases}
-    for round_number in range(args.warmup + args.requests):
+def plot(folder: Path, depths: list[Depth], keyset: dict[str, list[float]], offset: dict[str, list[float]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [d.skip / 1000 for d in depths]
+    figure, axis = plt.subplots(figsize=(9, 5.5), dpi=110)
+    for name, series, colour in (("keyset via HTTP", keyset, "tab:blue"), ("OFFSET SQL", offset, "tab:red")):
+        axis.plot(x, [pct(series[d.label], 50) for d in depths], "o-", color=colour, label=f"{name} p50")
+        axis.plot(x, [pct(series[d.label], 99) for d in depths], "o--", color=colour, alpha=0.6, label=f"{name} p99")
+    axis.set_yscale("log")
+    axis.set_xlabel("page depth (thousands of newer orders skipped)")
+    axis.set_ylabel("ms per page (log scale)")
+    axis.set_title(f"Page of {PAGE_SIZE} by depth: keyset through the service vs OFFSET")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    figure.savefig(folder / "paging_depth.png")
+    plt.close(figure)
+    return folder / "paging_depth.png"
+
+
+def measure(args: argparse.Namespace, tree: Tree, read_url: str, procs: Processes) -> bool:
+    log(f"loading {args.orders:,} orders")
+    load_s = load_orders(read_url, args.orders)
+    env = tree.dotenv(OWN) | {"READ_MODEL_DB_URL": read_url, "LOG_LEVEL": "WARNING", "FLUENTD_HOST": ""}
+    service = procs.gunicorn("fetch_buy_orders", args.workers, env)
+    with (
+        pg.connect(read_url, "bench_paging") as connection,
+        httpx.Client(base_url=service.url or "", timeout=30) as client,
+    ):
+        cursor = connection.cursor()
+        depths = choose_depths(cursor, args.orders, args.depths)
+        by_label = {d.label: d for d in depths}
+        for depth in depths:
+            if http_page(client, depth_params(depth)) != offset_page(cursor, depth):
+                raise SystemExit(f"the service's page at depth {depth.skip:,} differs from OFFSET's")
+        cases, ratios = filtered_cases(cursor, args.orders)
         for case in cases:
-            elapsed, _ = timed(case_page, client, case)
-            if round_number >= args.warmup:
-                samples[case.label].values_ms.append(elapsed)
-    return cases, ratios, samples
-
-
-def measure_healthz(client: httpx.Client, args: argparse.Namespace) -> Samples:
-    """GET /healthz: the HTTP and framework cost without the read model."""
-    healthz = Samples()
-    for number in range(args.warmup + args.requests):
-        elapsed, response = timed(client.get, "/healthz")
-        response.raise_for_status()
-        if number >= args.warmup:
-            healthz.values_ms.append(elapsed)
-    return healthz
-
-
-def measure_http_depths(client: httpx.Client, depths: list[Depth], args: argparse.Namespace) -> dict[str, Samples]:
-    log(f"keyset via HTTP: {len(depths)} depths x ({args.warmup} + {args.requests}) requests, interleaved")
-    return interleaved(depths, lambda d: http_page(client, d), args.warmup, args.requests)
-
-
-def measure_sql_depths(cursor: Any, depths: list[Depth], args: argparse.Namespace) -> dict[str, dict[str, Samples]]:
-    """The SQL methods at every depth: keyset ones interleaved, OFFSET within a time budget per depth."""
-    log("keyset SQL, then keyset SQL in one statement, interleaved")
-    series = {
-        "keyset SQL": interleaved(depths, lambda d: keyset_sql_page(cursor, d), args.warmup, args.requests),
-        "keyset SQL, one statement": interleaved(
-            depths, lambda d: one_statement_page(cursor, d), args.warmup, args.requests
-        ),
-    }
-    log(f"OFFSET SQL: up to {args.requests} per depth or {args.offset_budget:g}s")
-    series["OFFSET SQL"] = budgeted(
-        depths, lambda d: offset_sql_page(cursor, d), args.warmup, args.requests, args.offset_budget, args.offset_min
+            if tuple(http_page(client, case.params)) != case.expected:
+                raise SystemExit(f"{case.label}: the service's page differs from plain SQL's")
+        by_case: dict[str, Case] = {c.label: c for c in cases}
+        log(f"keyset via HTTP: {len(depths)} depths x ({args.warmup} + {args.requests}), interleaved")
+        keyset = interleaved(
+            list(by_label), lambda label: http_page(client, depth_params(by_label[label])), args.warmup, args.requests
+        )
+        log(f"filtered pages and the newer direction: {len(cases)} pages, interleaved")
+        filtered = interleaved(
+            list(by_case), lambda label: http_page(client, by_case[label].params), args.warmup, args.requests
+        )
+        log("OFFSET SQL per depth")
+        offset = offset_samples(cursor, depths, args)
+    depth_ratios = [
+        ("unfiltered: last / first page", "last", "first"),
+        ("unfiltered: last / second page", "last", "second"),
+    ]
+    goal_rows, met = ratio_rows(depth_ratios, keyset)
+    more_rows, filtered_met = ratio_rows(ratios, filtered)
+    print(f"\nTree: {tree.root} at {commit(tree.root)}; fetch_buy_orders under gunicorn, {args.workers} workers.")
+    print(f"Read model: {args.orders:,} orders, pages of {PAGE_SIZE}, loaded in {load_s:.0f}s.")
+    print(
+        f"Samples: {args.requests} a page after {args.warmup} warm-up rounds; OFFSET within {args.offset_budget:g}s.\n"
     )
-    return series
+    depth_rows = [
+        [d.label, f"{d.skip:,}", f"{ms(pct(keyset[d.label], 50))} / {ms(pct(keyset[d.label], 99))}",
+         f"{ms(pct(offset[d.label], 50))} / {ms(pct(offset[d.label], 99))}"]
+        for d in depths
+    ]  # fmt: skip
+    print(table(["page", "rows skipped", "keyset via HTTP p50 / p99 ms", "OFFSET SQL p50 / p99 ms"], depth_rows))
+    print()
+    print(table(["goal", "p99 ratio", "p50 ratio", f"p99 ratio <= {GOAL_RATIO:.2f}"], goal_rows + more_rows))
+    print()
+    case_rows = [[label, f"{ms(pct(s, 50))} / {ms(pct(s, 99))}"] for label, s in filtered.items()]
+    print(table(["page", "p50 / p99 ms"], case_rows))
+    if args.plots:
+        print(f"\nplot: {plot(args.plots, depths, keyset, offset)}")
+    return met and filtered_met
 
 
 def main() -> int:
     args = parse_args()
-    started = time.monotonic()
-    load_before = os.getloadavg()
-    pg.require_loopback(args.pg_url)
-    dbname = f"bench_paging_{os.getpid()}_{secrets.token_hex(3)}"
-    db_url = pg.with_database(args.pg_url, dbname)
-
-    def interrupted(signum: int, _frame: Any) -> None:  # unwind through the finally blocks
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, interrupted)
-    log(f"creating database {dbname}")
-    pg.create_database(dbname, args.pg_url)
-    procs = Processes()
-    try:
-        from btc_orders.services.migration.__main__ import migrate
-
-        migrate("read_model", pg.sqlalchemy_url(db_url))
-        log(f"loading {args.orders:,} orders")
-        load_s = load_orders(db_url, args.orders)
-        log(f"loaded and vacuumed in {load_s:.1f}s")
-        connection = psycopg2.connect(db_url, application_name="bench_paging")
-        connection.autocommit = True
-        cursor = connection.cursor()
-        cursor.execute("SHOW server_version")
-        info = {**machine(), "postgres": cursor.fetchone()[0].split()[0]}
-        depths, _ = choose_depths(args.orders, args.depths)
-        # The reference of a page `skip` rows deep is the id of sequence N - skip + 1.
-        refs = ids_by_sequence(cursor, [args.orders - d.skip + 1 for d in depths if d.skip > 0])
-        depths = [Depth(d.label, d.skip, refs.get(args.orders - d.skip + 1)) for d in depths]
-        key = [d for d in depths if d.label in {"first", "second", "middle", "last"}]
-        service = start_fetch(procs, pg.sqlalchemy_url(db_url), args.server, args.workers)
-        with httpx.Client(base_url=service.url or "", trust_env=False, timeout=30) as client:
-            check_pages(client, cursor, args.orders, depths, key)
-            buffers = measure_buffers(cursor, depths)
-            series = {"keyset via HTTP": measure_http_depths(client, depths, args)}
-            log("filtered pages and the newer direction via HTTP, interleaved")
-            filtered = measure_filtered(client, cursor, args)
-            log("GET /healthz baseline")
-            healthz = measure_healthz(client, args)
-            series.update(measure_sql_depths(cursor, depths, args))
-        connection.close()
-        measured = {
-            "info": info, "service": service.description, "load_s": load_s, "depths": depths, "key": key,
-            "series": series, "healthz": healthz, "buffers": buffers,
-            "load_average": (load_before, os.getloadavg()), "elapsed_s": time.monotonic() - started,
-        }  # fmt: skip
-        section, met, filtered_met, ratio = report(args, measured, filtered)
-        print(section)
-        if not args.no_write:
-            write_plot(args.plot, args.orders, depths, series)
-            write_section(args.doc, SECTION_START, SECTION_END, section)
-            log(f"wrote {args.doc} and {args.plot}")
-        log(f"goal (last-page p99 <= 1.10 x first-page p99, via HTTP): {'met' if met else 'NOT met'} ({ratio:.2f})")
-        log(f"filtered goals (every ratio <= 1.10): {'met' if filtered_met else 'NOT all met'}")
-        return 0
-    finally:
-        procs.stop_all()
-        if args.keep_db:
-            log(f"kept database {dbname}")
-        else:
-            pg.drop_database(dbname, args.pg_url)
-            log(f"dropped database {dbname}")
+    tree = Tree.at(args.src, args.python)
+    info = machine()
+    signal.signal(signal.SIGTERM, lambda signum, _: (_ for _ in ()).throw(SystemExit(128 + signum)))
+    tag = f"{os.getpid()}_{secrets.token_hex(3)}"
+    procs = Processes(tree)
+    with stores(tree, f"bench_gw_{tag}", f"bench_gr_{tag}"):
+        try:
+            met = measure(args, tree, pg.db_url(f"bench_gr_{tag}"), procs)
+        finally:
+            procs.stop_all()
+    info["load"] += f" before, {' '.join(f'{v:.2f}' for v in os.getloadavg())} after"
+    print(f"\nMachine: {describe(info)}.\nEvery goal {'met' if met else 'NOT met'}.")
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

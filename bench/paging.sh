@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run a benchmark with the repository's venv: bench/run.sh [--quick] [paging.py options]
+# The paging-depth check with the repository's venv: bench/paging.sh [--quick] [paging.py options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/venv.sh

@@ -1,4 +1,4 @@
-"""What the figures were measured on (every report states it)."""
+"""What the figures were measured on (every report prints it)."""
 
 from __future__ import annotations
 
@@ -9,37 +9,37 @@ import re
 import subprocess
 from pathlib import Path
 
-
-def _output(*command: str) -> str:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
+from benchkit import REPO, pg
 
 
-def machine(*tools: str) -> dict[str, str]:
-    """CPUs, memory, Python, kernel, date; with `tools` ("wrk", "pgbench", "rabbitmq") their versions too.
-    The Postgres version comes from the server (benchkit.pg), so it is not here."""
-    meminfo = Path("/proc/meminfo").read_text()
-    total = re.search(r"MemTotal:\s+(\d+)", meminfo)
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists() and (match := re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())):
-        cpu = match.group(1).strip()
-    info = {
-        "nproc": _output("nproc") or str(os.cpu_count()),
-        "cpu": cpu,
+def commit(root: Path = REPO) -> str:
+    """The tree's commit, with "+changes" if its working tree differs from it."""
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "codebase", "docker", ".env"], capture_output=True, text=True, check=False
+    )
+    return (head.stdout.strip() or "unknown") + (" +changes" if dirty.stdout.strip() else "")
+
+
+def machine() -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    total = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu.group(1).strip() if cpu else "unknown",
         "memory": f"{int(total.group(1)) / 1024 / 1024:.1f} GiB" if total else "?",
+        "postgres": str(pg.scalar(pg.PG_ADMIN, "SHOW server_version")).split()[0],
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": " ".join(f"{v:.2f}" for v in os.getloadavg()),
     }
-    if "wrk" in tools:
-        info["wrk"] = _output("wrk", "-v").split("\n")[0].strip()
-    if "pgbench" in tools:
-        from benchkit.load import PGBENCH
 
-        info["pgbench"] = _output(PGBENCH, "--version")
-    if "rabbitmq" in tools:
-        info["rabbitmq"] = _output("rabbitmqctl", "-q", "eval", "rabbit_misc:version().").strip('"') or "?"
-    return info
+
+def describe(info: dict[str, str]) -> str:
+    return (
+        f"{info['date']}: {info['cpus']} CPUs ({info['cpu']}), {info['memory']}, PostgreSQL {info['postgres']}, "
+        f"Python {info['python']}, Linux {info['kernel']}; load average {info['load']}"
+    )

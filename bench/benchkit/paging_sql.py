@@ -1,10 +1,9 @@
-"""bench/paging.py's data and SQL: the loaded history, the depths, and the pages read straight from
-Postgres (keyset as the first design ran it, keyset in one statement, OFFSET) to compare with the
-service's own (which answers every page, first or deep, with one statement: adapters/read_model.py).
+"""bench/paging.py's data and SQL: the loaded history, the depths, and the OFFSET page read straight
+from Postgres (the contrast: its cost grows with the depth, a keyset page's must not).
 
-Orders 1..N; the newest (sequence N) comes first. One INSERT per chunk. Orders 30 s apart (a
-million span about a year), each `created_at` up to 45 s late: out of sequence order, as
-transactions that start before they draw their sequence make them. GBP is 1% of the orders.
+Orders 1..N; the newest (sequence N) comes first. Orders 30 s apart (a million span about a year),
+each `created_at` up to 45 s late: out of sequence order, as transactions that start before they
+draw their sequence make them. GBP is 1% of the orders, EUR a third.
 """
 
 from __future__ import annotations
@@ -14,33 +13,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg2
+import psycopg
 
 from benchkit import log
 
 PAGE_SIZE = 10
-GOAL_RATIO = 1.10  # last-page p99 within 10% of the first page's
-COLUMNS = "sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key"
-
-# The row statements of the first design, two round trips for a page with a reference (the service
-# now runs one statement that also aggregates the stored documents; "keyset via HTTP" times what it
-# runs), page_size + 1 rows for has_more.
-SQL_SEQUENCE_OF = "SELECT sequence FROM buy_order_view WHERE id = %s"
-SQL_FIRST_PAGE = f"SELECT {COLUMNS} FROM buy_order_view ORDER BY sequence DESC LIMIT %s"
-SQL_PAGE_AFTER = f"SELECT {COLUMNS} FROM buy_order_view WHERE sequence < %s ORDER BY sequence DESC LIMIT %s"
-SQL_OFFSET = f"SELECT {COLUMNS} FROM buy_order_view ORDER BY sequence DESC LIMIT %s OFFSET %s"
-# The reference lookup and the page in one round trip (the service's shape, minus its aggregation). No row at
-# all means an unknown reference; one all-NULL row means a known reference with nothing after it.
-SQL_ONE_STATEMENT = f"""
-SELECT page.* FROM (SELECT sequence FROM buy_order_view WHERE id = %s) AS ref
-LEFT JOIN LATERAL (
-    SELECT {COLUMNS} FROM buy_order_view WHERE sequence < ref.sequence ORDER BY sequence DESC LIMIT %s
-) AS page ON true
-"""
-METHODS = ("keyset via HTTP", "keyset SQL", "keyset SQL, one statement", "OFFSET SQL")
-
+GOAL_RATIO = 1.10  # a deep page's p99 within 10% of the shallow page's
 ORDER_SPACING_S = 30
 HISTORY_START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SQL_OFFSET = "SELECT id::text FROM buy_order_view ORDER BY sequence DESC LIMIT %s OFFSET %s"
 SQL_LOAD = """
 INSERT INTO buy_order_view
     (sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key, event_id, applied_at)
@@ -58,35 +39,25 @@ FROM generate_series(%s, %s) AS g
 """
 
 
+def one(cursor: psycopg.Cursor[Any], sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
+    """The first column of the one row of `sql`."""
+    row = cursor.execute(sql, params).fetchone()
+    assert row is not None, sql
+    return row[0]
+
+
 def load_orders(db_url: str, orders: int, chunk: int = 250_000) -> float:
     started = time.perf_counter()
-    connection = psycopg2.connect(db_url, application_name="bench_paging_load")
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit = off")
-            for low in range(1, orders + 1, chunk):
-                high = min(orders, low + chunk - 1)
-                cursor.execute(SQL_LOAD, (low, high))
-                connection.commit()
-                log(f"loaded {high:,}/{orders:,} orders ({time.perf_counter() - started:.1f}s)")
+    with psycopg.connect(db_url, application_name="bench_paging_load") as connection:
+        connection.execute("SET synchronous_commit = off")
+        for low in range(1, orders + 1, chunk):
+            high = min(orders, low + chunk - 1)
+            connection.execute(SQL_LOAD, (low, high))
+            connection.commit()
+            log(f"loaded {high:,}/{orders:,} orders ({time.perf_counter() - started:.1f}s)")
         connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE buy_order_view")
-    finally:
-        connection.close()
+        connection.execute("VACUUM ANALYZE buy_order_view")
     return time.perf_counter() - started
-
-
-def ids_by_sequence(cursor: Any, sequences: list[int]) -> dict[int, str]:
-    cursor.execute("SELECT sequence, id::text FROM buy_order_view WHERE sequence = ANY(%s)", (sequences,))
-    return dict(cursor.fetchall())
-
-
-def buffers_touched(cursor: Any, sql: str, params: tuple[Any, ...]) -> int:
-    """Shared buffers (hit + read) of one execution, from EXPLAIN (ANALYZE, BUFFERS)."""
-    cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
-    plan = cursor.fetchone()[0][0]["Plan"]
-    return int(plan.get("Shared Hit Blocks", 0)) + int(plan.get("Shared Read Blocks", 0))
 
 
 @dataclass(frozen=True)
@@ -95,38 +66,21 @@ class Depth:
 
     label: str
     skip: int
-    reference: str | None
+    reference: str | None = None
 
 
-def one_statement_page(cursor: Any, depth: Depth) -> list[str]:
-    if depth.reference is None:
-        cursor.execute(SQL_FIRST_PAGE, (PAGE_SIZE + 1,))
-    else:
-        cursor.execute(SQL_ONE_STATEMENT, (depth.reference, PAGE_SIZE + 1))
-    return [str(row[1]) for row in cursor.fetchall()[:PAGE_SIZE] if row[1] is not None]
+def choose_depths(cursor: psycopg.Cursor[Any], orders: int, count: int) -> list[Depth]:
+    """`count` evenly spaced depths from the first page to the last, plus the second and the middle page."""
+    last, middle = orders - PAGE_SIZE, orders // 2
+    skips = sorted({min(round(orders * i / (count - 1)), last) for i in range(count)} | {PAGE_SIZE, middle})
+    labels = {0: "first", PAGE_SIZE: "second", middle: "middle", last: "last"}
+    # The reference of a page `skip` rows deep is the id of sequence N - skip + 1.
+    wanted = [orders - skip + 1 for skip in skips if skip]
+    cursor.execute("SELECT sequence, id::text FROM buy_order_view WHERE sequence = ANY(%s)", (wanted,))
+    ids = dict(cursor.fetchall())
+    return [Depth(labels.get(s, f"{s:,}"), s, ids.get(orders - s + 1)) for s in skips]
 
 
-def keyset_sql_page(cursor: Any, depth: Depth) -> list[str]:
-    if depth.reference is None:
-        cursor.execute(SQL_FIRST_PAGE, (PAGE_SIZE + 1,))
-    else:
-        cursor.execute(SQL_SEQUENCE_OF, (depth.reference,))
-        (after,) = cursor.fetchone()
-        cursor.execute(SQL_PAGE_AFTER, (after, PAGE_SIZE + 1))
-    return [str(row[1]) for row in cursor.fetchall()[:PAGE_SIZE]]
-
-
-def offset_sql_page(cursor: Any, depth: Depth) -> list[str]:
+def offset_page(cursor: psycopg.Cursor[Any], depth: Depth) -> list[str]:
     cursor.execute(SQL_OFFSET, (PAGE_SIZE + 1, depth.skip))
-    return [str(row[1]) for row in cursor.fetchall()[:PAGE_SIZE]]
-
-
-def choose_depths(orders: int, count: int) -> tuple[list[Depth], list[Depth]]:
-    """`count` evenly spaced depths from the first page to the last, plus the middle page."""
-    last_skip = orders - PAGE_SIZE
-    middle_skip = orders // 2
-    skips = sorted({min(round(orders * i / (count - 1)), last_skip) for i in range(count)} | {middle_skip})
-    skips = sorted(set(skips) | {PAGE_SIZE})
-    labels = {0: "first", PAGE_SIZE: "second", middle_skip: "middle", last_skip: "last"}
-    depths = [Depth(labels.get(skip, f"depth {skip}"), skip, None) for skip in skips]
-    return depths, [d for d in depths if d.skip in labels]
+    return [row[0] for row in cursor.fetchall()[:PAGE_SIZE]]

@@ -1,18 +1,17 @@
-"""The suite's processes for the benchmarks: gunicorn (docker/gunicorn.conf.py, as the images run
-them) or `python -m btc_orders.services.<name>`, each in an empty temporary working directory (no
-.env is read) with LOG_LEVEL=WARNING, leading a process group of its own (stop ends the workers too).
+"""The tree under test and its processes.
 
-    procs = Processes()
-    create = procs.gunicorn("create_buy_order", 2, {"WRITE_MODEL_DB_URL": ...})  # waits for /healthz
-    sync = procs.module("read_model_sync", {...})                                # no HTTP: no wait
-    cpu.group_cpu_seconds(create.pid), create.worker_pids(), create.url, create.log_text
-    procs.stop(create); procs.stop_all()
-
-Built on the launcher of the tests, tests.support.processes (codebase/tests/support/processes.py).
+`Tree`: the checkout whose code runs (this repository, or another one for an A/B: `--src`): its
+`codebase/src` first on every process's PYTHONPATH, its `docker/gunicorn.conf.py`, its `.env`, its
+migrations and its interpreter (its own `.venv` if it has one, since two trees may pin different
+drivers). `Processes`: gunicorn or `python -m btc_orders.services.<name>`, each in an empty
+temporary working directory (no .env is read but what the run passes), leading its own process
+group (stopping it stops its workers), all stopped by one `stop_all()`. Built on the launcher of
+the tests, tests.support.processes (`launch`, `Launched`, `inherited_env`).
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -20,10 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchkit import BENCH, REPO, cpu
+from benchkit import REPO
 from tests.support.processes import Launched, inherited_env, launch
 
-GUNICORN_CONF = REPO / "docker" / "gunicorn.conf.py"
 PORT_VARIABLES = {
     "btc_price": "BTC_PRICE_PORT",
     "create_buy_order": "CREATE_BUY_ORDER_PORT",
@@ -37,14 +35,47 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Tree:
+    root: Path
+    python: str
+
+    @classmethod
+    def at(cls, root: str = "", python: str = "") -> Tree:
+        """A checkout (default: this repository); its interpreter is `python`, else its `.venv`'s, else ours."""
+        path = Path(root).resolve() if root else REPO
+        if not (path / "codebase" / "src" / "btc_orders").is_dir():
+            raise SystemExit(f"{path} is not a checkout of the project (no codebase/src/btc_orders)")
+        own = path / ".venv" / "bin" / "python"
+        return cls(path, python or (str(own) if own.exists() else sys.executable))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return inherited_env(PYTHONPATH=str(self.root / "codebase" / "src"), PYTHONUNBUFFERED="1", **extra)
+
+    def dotenv(self, own: str = "") -> dict[str, str]:
+        """The tree's .env, without the names matching the regular expression `own` (what the run sets)."""
+        values = {}
+        for line in (self.root / ".env").read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep and not line.lstrip().startswith("#") and not (own and re.search(own, name.strip())):
+                values[name.strip()] = value.strip()
+        return values
+
+    def migrate(self, write_url: str, read_url: str) -> None:
+        """`python -m btc_orders.services.migration` of the tree (both models)."""
+        env = self.env(WRITE_MODEL_DB_URL=write_url, READ_MODEL_DB_URL=read_url, LOG_LEVEL="WARNING")
+        done = subprocess.run(
+            [self.python, "-m", "btc_orders.services.migration"], env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode:
+            raise SystemExit(f"migration failed:\n{done.stdout}{done.stderr}")
+
+
 @dataclass
 class Proc:
-    """A started benchmark process: the launcher's handle, its temporary directory, its URL if it serves HTTP."""
-
     launched: Launched
     workdir: tempfile.TemporaryDirectory[str]
     url: str | None = None
-    description: str = ""
 
     @property
     def name(self) -> str:
@@ -55,19 +86,8 @@ class Proc:
         """Also its process group's id."""
         return self.launched.pid
 
-    @property
-    def process(self) -> subprocess.Popen[bytes]:
-        return self.launched.process
-
     def running(self) -> bool:
         return self.launched.running()
-
-    @property
-    def log_text(self) -> str:
-        return self.launched.logs(4000)
-
-    def worker_pids(self) -> list[int]:
-        return cpu.children(self.pid)
 
     def stop(self) -> None:
         self.launched.stop(timeout=25)
@@ -75,61 +95,36 @@ class Proc:
 
 
 class Processes:
-    """Everything started, so that one `stop_all()` in a `finally` ends it all."""
-
-    def __init__(self) -> None:
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
         self.running: list[Proc] = []
 
-    def start(
-        self, name: str, command: list[str], env: dict[str, str], url: str | None = None, ready_path: str = "/healthz"
-    ) -> Proc:
-        """Start `command`; with `url`, wait (60 s at most) until `url + ready_path` answers 200."""
+    def start(self, name: str, args: list[str], env: dict[str, str], url: str | None = None, ready: str = "") -> Proc:
+        """`python <args>` of the tree; with `url`, wait (60 s at most) until `url + ready` answers 200."""
         workdir = tempfile.TemporaryDirectory(prefix=f"bench_{name}_")
-        full_env = inherited_env(**{"LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **env})  # env may set LOG_LEVEL
-        log_path = Path(workdir.name) / "out.log"
-        proc = Proc(launch(name, command, full_env, log_path, own_group=True), workdir, url)
+        full_env = self.tree.env(**{"LOG_LEVEL": "WARNING", **env})
+        launched = launch(name, [self.tree.python, *args], full_env, Path(workdir.name) / "out.log", own_group=True)
+        proc = Proc(launched, workdir, url)
         self.running.append(proc)
         if url:
-            proc.launched.wait_http(url + ready_path, timeout=60, interval=0.2)
+            launched.wait_http(url + (ready or "/healthz"), timeout=60, interval=0.2)
         return proc
 
     def module(self, service: str, env: dict[str, str], port: int | None = None) -> Proc:
-        """`python -m btc_orders.services.<service>`; with `port` (set as its port variable), waits for /healthz."""
+        """`python -m btc_orders.services.<service>`; with `port` (its port variable), waits for /healthz."""
         extra = {PORT_VARIABLES[service]: str(port)} if port else {}
         url = f"http://127.0.0.1:{port}" if port else None
-        proc = self.start(service, [sys.executable, "-m", f"btc_orders.services.{service}"], {**extra, **env}, url)
-        proc.description = f"uvicorn, one process (python -m btc_orders.services.{service})"
-        return proc
+        return self.start(service, ["-m", f"btc_orders.services.{service}"], {**env, **extra}, url)
 
-    def gunicorn(
-        self, service: str, workers: int, env: dict[str, str], app: str | None = None, ready_path: str | None = None
-    ) -> Proc:
-        """`service` under gunicorn with docker/gunicorn.conf.py (the run images' command) and
-        WEB_CONCURRENCY=`workers`; with `app` (e.g. "trivial_app:app", from bench/) that app instead of the
-        service's, under the same settings. Ready when `ready_path` answers 200 (default /healthz, /ping for `app`)."""
+    def gunicorn(self, service: str, workers: int, env: dict[str, str], ready: str = "/readyz") -> Proc:
+        """`service` under gunicorn with the tree's docker/gunicorn.conf.py (the run images' command)."""
         port = free_port()
-        command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)] + ([app] if app else [])
-        extra = {"PYTHONPATH": str(BENCH)} if app else {}
-        full_env = {  # the arguments win over `env` (which may be a whole .env)
-            **extra,
-            **env,
-            "BTC_ORDERS_SERVICE": service,
-            PORT_VARIABLES[service]: str(port),
-            "WEB_CONCURRENCY": str(workers),
-        }
-        name = "trivial" if app else service
-        url = f"http://127.0.0.1:{port}"
-        proc = self.start(name, command, full_env, url, ready_path=ready_path or ("/ping" if app else "/healthz"))
-        proc.description = f"gunicorn, {workers} uvicorn workers"
-        return proc
-
-    def stop(self, proc: Proc) -> None:
-        proc.stop()
-        if proc in self.running:
-            self.running.remove(proc)
+        conf = str(self.tree.root / "docker" / "gunicorn.conf.py")
+        extra = {"BTC_ORDERS_SERVICE": service, PORT_VARIABLES[service]: str(port), "WEB_CONCURRENCY": str(workers)}
+        return self.start(service, ["-m", "gunicorn", "-c", conf], {**env, **extra}, f"http://127.0.0.1:{port}", ready)
 
     def stop_all(self) -> None:
-        for proc in reversed(list(self.running)):
+        for proc in reversed(self.running):
             try:
                 proc.stop()
             except Exception as error:  # keep stopping the others

@@ -1,9 +1,9 @@
-"""The throwaway stores of a benchmark run: a write-model and a read-model database on the local
-Postgres (migrated, with the naive one-cap-row table of bench/pgbench/naive.sql beside) and a
-RabbitMQ vhost, all dropped and deleted afterwards whatever happened.
+"""The throwaway stores of a run: a write-model and a read-model database on the local Postgres,
+migrated by the tree under test, with the naive one-cap-row table of bench/pgbench/naive.sql beside,
+and (with `vhost`) a RabbitMQ vhost; all dropped and deleted afterwards whatever happened.
 
-    with stores(f"bench_w_{tag}", f"bench_r_{tag}", f"bench_{tag}"):
-        ...  # pg.db_url("bench_w_...", driver=True) for the services
+    with stores(tree, f"bench_w_{tag}", f"bench_r_{tag}", f"bench_{tag}"):
+        ...  # pg.db_url("bench_w_...") for the services and pgbench
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 
 from benchkit import log, pg
+from benchkit.services import Tree
 
 NAIVE_CAP_TABLE = (
     "CREATE TABLE bench_naive_cap (id int PRIMARY KEY, used_satoshis bigint NOT NULL, cap_satoshis bigint NOT NULL);"
@@ -29,22 +30,24 @@ def amqp_url(vhost: str) -> str:
 
 
 @contextlib.contextmanager
-def stores(write_db: str, read_db: str, vhost: str) -> Iterator[None]:
-    pg.create_database(write_db)
+def stores(tree: Tree, write_db: str, read_db: str, vhost: str = "") -> Iterator[None]:
+    pg.require_loopback(pg.PG_ADMIN)
+    made: list[str] = []
     try:
-        pg.create_database(read_db)
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        from btc_orders.services.migration.__main__ import migrate
-
-        migrate("write_model", pg.db_url(write_db, True))
-        migrate("read_model", pg.db_url(read_db, True))
+        for name in (write_db, read_db):
+            pg.create_database(name)
+            made.append(name)
+        if vhost:
+            rabbitmqctl("add_vhost", vhost)
+            rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        tree.migrate(pg.db_url(write_db), pg.db_url(read_db))
         pg.execute(pg.db_url(write_db), NAIVE_CAP_TABLE)
         yield
     finally:
-        for name in (write_db, read_db):
+        for name in made:
             with contextlib.suppress(Exception):
                 pg.drop_database(name)
-        with contextlib.suppress(Exception):
-            rabbitmqctl("delete_vhost", vhost)
-        log(f"cleaned up (databases {write_db}, {read_db}, vhost {vhost})")
+        if vhost:
+            with contextlib.suppress(Exception):
+                rabbitmqctl("delete_vhost", vhost)
+        log(f"cleaned up (databases {', '.join(made) or 'none'}{', vhost ' + vhost if vhost else ''})")

@@ -211,5 +211,5 @@ def test_the_running_service_serves_the_committed_openapi_document(
     _suite, fetch, _write_model = history
     committed = Path(__file__).resolve().parents[3] / "docs" / "openapi" / "fetch_buy_orders.json"
     assert httpx.get(f"{fetch}/openapi.json").json() == json.loads(committed.read_text()), (
-        "run python -m btc_orders.openapi --write docs/openapi"
+        "run python -m btc_orders.services.openapi_documents --write docs/openapi"
     )

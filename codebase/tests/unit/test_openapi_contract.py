@@ -7,17 +7,14 @@ from typing import Any
 import pytest
 
 from btc_orders.openapi import ERRORS
-from btc_orders.openapi.__main__ import COMMAND, rendered, service_documents
+from btc_orders.services.openapi_documents import COMMAND, rendered, service_documents
 
 COMMITTED = Path(__file__).resolve().parents[3] / "docs" / "openapi"
 
 
 @pytest.fixture(scope="module")
 def served() -> dict[str, str]:
-    from tests.support.services import throwaway_databases
-
-    with throwaway_databases() as databases:
-        return rendered(service_documents(databases.write_url, databases.read_url))
+    return rendered(service_documents())
 
 
 def test_the_committed_documents_are_what_the_services_serve(served: dict[str, str]) -> None:

@@ -1,27 +1,29 @@
-"""`python -m btc_orders.openapi --write docs/openapi`: the committed OpenAPI documents.
+"""`python -m btc_orders.services.openapi_documents --write docs/openapi`: the committed OpenAPI documents.
 
-Builds each HTTP service's app as it serves (against throwaway, migrated databases on the
-Postgres named by `--pg-url`, default `$TEST_PG_URL` or the local one, dropped afterwards) and
-writes `btc_price.json`, `create_buy_order.json`, `fetch_buy_orders.json` and `gateway.json`: the
-public API behind the gateway (create and fetch, without the per-service probes). `--check`
-writes nothing and exits 1 when a committed document differs.
+Builds each HTTP service's app as it serves (building an app does no I/O: no database or
+service is reached) and writes `btc_price.json`, `create_buy_order.json`,
+`fetch_buy_orders.json` and `gateway.json`: the public API behind the gateway (create and fetch,
+without the per-service probes). `--check` writes nothing and exits 1 when a committed document
+differs.
 """
 
 import argparse
 import json
 import os
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-from sqlalchemy.engine import make_url
+from btc_orders.openapi import SHARED_OPERATIONS
+from btc_orders.services.btc_price.app import create_app as btc_price
+from btc_orders.services.create_buy_order.app import create_app as create_buy_order
+from btc_orders.services.fetch_buy_orders.app import create_app as fetch_buy_orders
+from btc_orders.settings import BtcPriceSettings, CreateBuyOrderSettings, FetchBuyOrdersSettings
 
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-COMMAND = "python -m btc_orders.openapi --write docs/openapi"
+COMMAND = "python -m btc_orders.services.openapi_documents --write docs/openapi"
+# Never reached: an app is built without I/O, and only its settings' URLs must be well formed.
+_NOWHERE_DB = "postgresql://unused@127.0.0.1:9/unused"
+_NOWHERE_HTTP = "http://127.0.0.1:9"
 PUBLIC_SERVICES = ("create_buy_order", "fetch_buy_orders")
 GATEWAY_TITLE = "BTC buy orders"
 GATEWAY_DESCRIPTION = (
@@ -31,54 +33,20 @@ GATEWAY_DESCRIPTION = (
 )
 
 
-@contextmanager
-def throwaway_databases(pg_url: str) -> Iterator[tuple[str, str]]:
-    """Two migrated databases (write and read model); their SQLAlchemy URLs."""
-    from btc_orders.services.migration.__main__ import migrate
-
-    suffix = uuid.uuid4().hex[:12]
-    names = (f"openapi_write_{suffix}", f"openapi_read_{suffix}")
-    admin = psycopg2.connect(pg_url, connect_timeout=5)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            for name in names:
-                cursor.execute(f'CREATE DATABASE "{name}"')
-        urls = tuple(
-            make_url(pg_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
-            for name in names
-        )
-        migrate("write_model", urls[0])
-        migrate("read_model", urls[1])
-        yield urls[0], urls[1]
-    finally:
-        with admin.cursor() as cursor:
-            for name in names:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-def service_documents(write_url: str, read_url: str) -> dict[str, dict[str, Any]]:
+def service_documents() -> dict[str, dict[str, Any]]:
     """What each service serves at `/openapi.json`."""
-    from btc_orders.services.btc_price.app import create_app as btc_price
-    from btc_orders.services.create_buy_order.app import create_app as create_buy_order
-    from btc_orders.services.fetch_buy_orders.app import create_app as fetch_buy_orders
-    from btc_orders.settings import BtcPriceSettings, CreateBuyOrderSettings, FetchBuyOrdersSettings
-
     apps = {
-        "btc_price": btc_price(BtcPriceSettings(COINBASE_API_URL="http://127.0.0.1:9")),
+        "btc_price": btc_price(BtcPriceSettings(COINBASE_API_URL=_NOWHERE_HTTP)),
         "create_buy_order": create_buy_order(
-            CreateBuyOrderSettings(WRITE_MODEL_DB_URL=write_url, BTC_PRICE_URL="http://127.0.0.1:9")
+            CreateBuyOrderSettings(WRITE_MODEL_DB_URL=_NOWHERE_DB, BTC_PRICE_URL=_NOWHERE_HTTP)
         ),
-        "fetch_buy_orders": fetch_buy_orders(FetchBuyOrdersSettings(READ_MODEL_DB_URL=read_url)),
+        "fetch_buy_orders": fetch_buy_orders(FetchBuyOrdersSettings(READ_MODEL_DB_URL=_NOWHERE_DB)),
     }
     return {name: app.openapi() for name, app in apps.items()}
 
 
 def gateway_document(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One document for the public API: the create and fetch operations, their schemas merged."""
-    from btc_orders.openapi import SHARED_OPERATIONS
-
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
     for service in PUBLIC_SERVICES:
@@ -113,13 +81,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", type=Path, metavar="DIR", help="write the documents into DIR (docs/openapi)")
     parser.add_argument("--check", type=Path, metavar="DIR", help="exit 1 when DIR's documents differ")
-    parser.add_argument("--pg-url", default=os.environ.get("TEST_PG_URL", DEFAULT_PG_URL))
     args = parser.parse_args()
     if not args.write and not args.check:
         parser.error("give --write DIR or --check DIR")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    with throwaway_databases(args.pg_url) as (write_url, read_url):
-        files = rendered(service_documents(write_url, read_url))
+    files = rendered(service_documents())
     if args.write:
         args.write.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():

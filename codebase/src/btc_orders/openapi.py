@@ -4,7 +4,7 @@ Routes describe their errors with `error(description, *codes)` (the examples com
 `ERRORS`, one per error code) and their headers with `headers(*names)`. `install(app)` makes the
 app serve `describe(app)`: FastAPI's document plus `X-Request-ID` on every response,
 `Retry-After` on every 503 and an example of the validation shape on every 422. The documents
-are committed under `docs/openapi/` by `python -m btc_orders.openapi --write docs/openapi`, and
+are committed under `docs/openapi/` by `python -m btc_orders.services.openapi_documents --write docs/openapi`, and
 a test fails when what an app serves differs from them.
 """
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
-from sqlalchemy import make_url
 
 from tests.support.services import (
     ServiceProcess,
@@ -151,11 +151,27 @@ def test_a_rule_across_variables_is_one_line_naming_both(tmp_path: Path) -> None
     assert line.startswith("configuration error: RATE_TTL_SECONDS (60) must not exceed RATE_MAX_AGE_SECONDS (30)")
 
 
-@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
-def test_database_urls_as_users_write_them_are_served_by_the_one_driver(tmp_path: Path, scheme: str) -> None:
+def refused_first(url: str) -> str:
+    """`url` in libpq's multi-host form, a host that refuses (a closed loopback port) listed first."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, hosts = rest.rpartition("@")
+    separator = "&" if "?" in hosts else "?"
+    return (
+        f"{scheme}://{credentials}{at}127.0.0.1:1,{hosts}{separator}target_session_attrs=read-write&connect_timeout=2"
+    )
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "multi-host"],
+)
+def test_database_urls_as_users_write_them_are_served_by_the_one_driver(tmp_path: Path, form: str) -> None:
     with throwaway_databases() as databases:
-        url = make_url(databases.read_url).set(drivername=scheme).render_as_string(hide_password=False)
-        assert url.startswith(f"{scheme}://")
+        if form == "multi-host":
+            url = refused_first(databases.read_url)
+        else:
+            url = f"{form}://{databases.read_url.partition('://')[2]}"
+            assert url.startswith(f"{form}://")
         port = free_port()
         env = base_env(READ_MODEL_DB_URL=url, FETCH_BUY_ORDERS_PORT=str(port))
         service = ServiceProcess("fetch_buy_orders", env, tmp_path / "fetch.log", port).start()
@@ -174,6 +190,19 @@ def test_the_migration_takes_a_plain_postgresql_url(tmp_path: Path) -> None:
             "migration", base_env(WRITE_MODEL_DB_URL=databases.write_url, READ_MODEL_DB_URL=postgres_form), tmp_path
         )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_migration_takes_a_multi_host_url_whose_first_host_refuses(tmp_path: Path) -> None:
+    with throwaway_databases(migrated=False) as databases:
+        env = base_env(
+            WRITE_MODEL_DB_URL=refused_first(databases.write_url), READ_MODEL_DB_URL=refused_first(databases.read_url)
+        )
+        result = start("migration", env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        for url in (databases.write_url, databases.read_url):
+            with psycopg.connect(url) as connection:
+                applied = connection.execute("SELECT count(*) FROM _yoyo_migration").fetchone()
+            assert applied is not None and applied[0] > 0
 
 
 @pytest.fixture

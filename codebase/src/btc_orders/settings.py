@@ -14,6 +14,7 @@ import pika
 from pydantic import AfterValidator, Field, HttpUrl, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from btc_orders import urls
 from btc_orders.adapters import db
 from btc_orders.domain import cap, money
 
@@ -27,10 +28,21 @@ PostgresUrl = Annotated[str, AfterValidator(db.conninfo)]
 
 
 def _amqp_url(value: str) -> str:
-    if not value.startswith(("amqp://", "amqps://")):
-        raise ValueError("must be an amqp:// or amqps:// URL")
-    pika.URLParameters(value)  # the client's own parser: a bad port or option fails here, not at connect
-    return value
+    """One amqp(s):// URL or a `;`-separated list of them (a cluster's nodes), each read by pika's own
+    parser (a bad port or option fails here, not at connect); kept without blanks around the `;`."""
+    brokers = urls.elements(value)
+    for position, element in enumerate(brokers, 1):
+        which = f"element {position} of the list ({urls.mask(element)!r})" if len(brokers) > 1 else None
+        if not element.startswith(("amqp://", "amqps://")):
+            what = f"{which} is not" if which else "must be"
+            raise ValueError(f"{what} an amqp:// or amqps:// URL (a list separates URLs with ';')")
+        try:
+            pika.URLParameters(element)
+        except Exception as error:  # pika's parser raises ValueError, KeyError, ... for a bad part
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            named = which or repr(urls.mask(element))
+            raise ValueError(f"{named} is not a valid AMQP URL: {urls.mask(reason)}") from None
+    return urls.LIST_SEPARATOR.join(brokers)
 
 
 AmqpUrl = Annotated[str, AfterValidator(_amqp_url)]

@@ -185,7 +185,7 @@ def main() -> int:
         finally:
             procs.stop_all()
     info["load"] += f" before, {' '.join(f'{v:.2f}' for v in os.getloadavg())} after"
-    print(f"\nMachine: {describe(info)}.\nEvery goal {'met' if met else 'NOT met'}.")
+    print(f"\nMachine: {describe(info)}.\n{'Every goal met' if met else 'Not every goal met (see NOT MET above)'}.")
     return 0 if met else 1
 
 

@@ -19,7 +19,7 @@ def commit(root: Path = REPO) -> str:
     dirty = subprocess.run(
         [*git, "status", "--porcelain", "codebase", "docker", ".env"], capture_output=True, text=True, check=False
     )
-    return (head.stdout.strip() or "unknown") + (" +changes" if dirty.stdout.strip() else "")
+    return (head.stdout.strip() or "(not a git checkout)") + (" +changes" if dirty.stdout.strip() else "")
 
 
 def machine() -> dict[str, str]:

@@ -35,7 +35,7 @@ SELECT g,
        gen_random_uuid(),
        gen_random_uuid(),
        timestamptz '2026-01-01 00:00:01+00' + g * interval '1 second'
-FROM generate_series(%s, %s) AS g
+FROM generate_series(%s::bigint, %s::bigint) AS g
 """
 
 

@@ -70,11 +70,12 @@ def plot(results: dict[str, Any], folder: Path) -> Path:
     steps = results["steps"]
     rates = [s["rate"] for s in steps]
     figure, axis = plt.subplots(figsize=(9, 5.5), dpi=110)
-    for key, style, label in (
-        ("put_p99", "o-", "PUT /buy_order p99"), ("put_p50", ".--", "PUT /buy_order p50"),
-        ("lag_p99", "s-", "projection lag p99 (applied_at - created_at)"), ("lag_p50", ".:", "projection lag p50"),
+    for key, style, colour, label in (
+        ("put_p99", "o-", "tab:blue", "PUT /buy_order p99"), ("put_p50", ".--", "tab:blue", "PUT /buy_order p50"),
+        ("lag_p99", "s-", "tab:green", "projection lag p99 (applied_at - created_at)"),
+        ("lag_p50", ".:", "tab:green", "projection lag p50"),
     ):  # fmt: skip
-        axis.plot(rates, [s[key] for s in steps], style, label=label)
+        axis.plot(rates, [s[key] for s in steps], style, color=colour, label=label)
     axis.axhline(SLO_PUT_P99_MS, color="red", linestyle="--", alpha=0.5, label=f"SLO PUT p99 {SLO_PUT_P99_MS:g} ms")
     axis.axhline(SLO_LAG_P99_MS, color="purple", linestyle=":", alpha=0.5, label=f"SLO lag p99 {SLO_LAG_P99_MS:g} ms")
     ceiling = (results["naive_before"] + results["naive_after"]) / 2

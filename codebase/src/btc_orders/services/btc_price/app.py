@@ -3,7 +3,7 @@
 The route is module-level and reaches the rate cache through `deps`; `create_app` does no I/O.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
@@ -48,7 +48,7 @@ async def btc_price(currency: Currency, rates: Rates) -> BtcPrice:
 
 
 def create_app(
-    settings: BtcPriceSettings, bootstrap: Callable[[BtcPriceSettings], startup.Adapters] = build_adapters
+    settings: BtcPriceSettings, bootstrap: Callable[[BtcPriceSettings], Awaitable[startup.Adapters]] = build_adapters
 ) -> FastAPI:
     app = startup.http_app("btc_price", DESCRIPTION, settings, bootstrap)
     app.include_router(router)

@@ -28,7 +28,7 @@ class PriceAdapters:
         await self.coinbase.aclose()
 
 
-def bootstrap(settings: BtcPriceSettings) -> PriceAdapters:
+async def bootstrap(settings: BtcPriceSettings) -> PriceAdapters:
     coinbase = CoinbaseClient(str(settings.coinbase_api_url), settings.coinbase_timeout_seconds)
     rates = RateCache(coinbase.spot_rate, settings.rate_ttl_seconds, settings.rate_max_age_seconds)
     return PriceAdapters(rates, coinbase)

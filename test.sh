@@ -57,7 +57,6 @@ say "ruff"
 say "mypy"
 (cd codebase && mypy)
 (cd bench && mypy)  # the scripts, benchkit, and the tests.support modules they import
-(cd bench && python -m benchkit.selfcheck)  # the report templates render from the figures fed to them
 
 # --- The suite ----------------------------------------------------------------------------
 # shellcheck source=scripts/container_stage.sh

@@ -1,12 +1,13 @@
 """The transactional outbox of the write model: every statement that touches the `outbox` table.
 
-A row is written in the same statement (fast path) or transaction (slow path) as its order, by
-`write_model`; the relay claims unsent rows, publishes them and marks them sent after the broker
+A row is written in the same statement as its order, by `write_model` (`INSERT_FROM_ORDER_CTE`);
+the relay claims unsent rows, publishes them and marks them sent after the broker
 confirmed them, then prunes rows sent longer ago than the retention; the admin CLI lists unsent
 rows, publishes them, or marks sent ones unsent again. The statements are here; their callers
-hold the connections and the transactions.
+hold the connections and the transactions (SQLAlchemy Core on `db.create_engine`, the synchronous
+processes' pool; the create path runs its fragment on its own asynchronous pool).
 
-Lifecycle of a row: `insert` (unsent) -> `claim` + `mark_sent` (sent) -> `prune` (gone);
+Lifecycle of a row: inserted with its order (unsent) -> `claim` + `mark_sent` (sent) -> `prune` (gone);
 `mark_unsent_from` takes a sent row back to unsent.
 
 A row holds only what the database cannot recompute: the event's id, the order's sequence, the
@@ -22,22 +23,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, text
 
-from btc_orders.adapters.db import Prepared, fetch_prepared
 from btc_orders.adapters.order_rows import order_from_row, prefixed
 from btc_orders.events import created_event
 
-# The slow path's insert, inside the order's transaction (`payload` stays NULL: see above).
-_INSERT = text(
-    """
-    INSERT INTO outbox (event_id, order_sequence, routing_key, request_id)
-    VALUES (:event_id, :sequence, :routing_key, :request_id)
-    """
-)
-# The fast path's insert: a data-modifying CTE of the write model's one statement, after the CTE
-# `o` that inserted the order (and returns its `sequence`). Parameters: `:event_id`,
-# `:routing_key`, `:request_id` (typed by the prepared statement: `uuid`, `text`, `text`).
+# The order's outbox row, a data-modifying CTE of the create path's one statement, after the CTE `o`
+# that inserted the order (and returns its `sequence`). Written in psycopg's placeholder style
+# (`%(name)s`), not SQLAlchemy's: the create path runs it on psycopg's own pool, and nothing passes
+# it through SQLAlchemy's `text()`. Parameters: `event_id` (a UUID), `routing_key`, `request_id`
+# (text or None); `payload` stays NULL (see above).
 INSERT_FROM_ORDER_CTE = """INSERT INTO outbox (event_id, order_sequence, routing_key, request_id)
-        SELECT :event_id, o.sequence, :routing_key, :request_id
+        SELECT %(event_id)s::uuid, o.sequence, %(routing_key)s::text, %(request_id)s::text
         FROM o"""
 
 
@@ -54,12 +49,11 @@ _CLAIM = text(
     FOR UPDATE OF x SKIP LOCKED
     """  # noqa: S608  (fixed fragments; values are parameters)
 )
-# Whether any row is unsent: an index-only probe of the partial index of unsent rows, one round trip
-# in autocommit (no transaction to begin and commit, no row locked); the idle relay's poll, 50 times
-# a second: prepared, and run on the raw connection (121 against 555 us of CPU per probe through
-# SQLAlchemy's execution, measured on a 2-core AMD EPYC).
-_ANY_UNSENT = Prepared.named("any_unsent", "SELECT EXISTS (SELECT FROM outbox WHERE sent_at IS NULL)", {})
-_MARK_SENT = text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)")
+# Whether any row is unsent: an index-only probe of the partial index of unsent rows; the idle
+# relay's poll, 50 times a second: one small statement (the driver prepares it after its first
+# runs on a connection), run in autocommit by `any_unsent` (one round trip, no BEGIN or ROLLBACK).
+_ANY_UNSENT = text("SELECT EXISTS (SELECT FROM outbox WHERE sent_at IS NULL)")
+_MARK_SENT = text("UPDATE outbox SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))")
 # Rows sent longer ago than the retention, oldest first (the partial index of sent rows), skipping
 # rows another relay prunes or an `admin outbox resend` marks unsent right now.
 _PRUNE = text(
@@ -131,13 +125,6 @@ class UnsentRow:
     created_at: datetime
 
 
-def insert(connection: Connection, event_id: Any, sequence: int, routing_key: str, request_id: str | None) -> None:
-    """The event of the order `sequence`, unsent, in the caller's transaction."""
-    connection.execute(
-        _INSERT, {"event_id": event_id, "sequence": sequence, "routing_key": routing_key, "request_id": request_id}
-    )
-
-
 def claim(connection: Connection, limit: int) -> list[Claimed]:
     """Lock up to `limit` unsent rows, oldest first, for the caller's transaction (rows another
     transaction holds are skipped), each with its event rendered from its order."""
@@ -156,9 +143,9 @@ def _payload(row: Row[Any]) -> str:
 
 def any_unsent(engine: Engine) -> bool:
     """Whether any row is unsent (committed; rows another relay holds count too), on a connection of
-    `engine`'s pool (one made with `db.create_engine(autocommit=True)` saves the commit)."""
-    row = fetch_prepared(engine, _ANY_UNSENT, ())
-    return bool(row and row[0])
+    `engine`'s pool in autocommit: one round trip, no transaction."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return bool(connection.execute(_ANY_UNSENT).scalar_one())
 
 
 def mark_sent(connection: Connection, ids: list[int]) -> None:

@@ -21,15 +21,18 @@ messages into a queue declared the new way (docs/operations.md).
 Every connection detects a silent network failure in seconds: AMQP heartbeats,
 TCP keepalives and `TCP_USER_TIMEOUT` on the socket, bounded connect and
 blocked-connection timeouts.
+
+`AMQP_URL` may name several brokers (a cluster's nodes, `;`-separated): a connection goes to the
+first that answers, in the list's order, and a process that lost its broker connects again the same
+way, so it moves to the next one. The topology is declared wherever it lands.
 """
 
-import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
@@ -39,7 +42,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
 
-from btc_orders import logs
+from btc_orders import logs, urls
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +93,44 @@ PRECONDITION_FAILED = 406
 BROKER_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 
 
-def connect(amqp_url: str, name: str) -> pika.BlockingConnection:
-    return pika.BlockingConnection(_parameters(amqp_url, name))
+# What says a broker did not answer (refused, unreachable, silent, closed on us): the next one of
+# the list is tried. `PublishFailed` is a publisher's channel that did not open.
+UNANSWERED: tuple[type[Exception], ...] = (pika.exceptions.AMQPConnectionError, AMQPConnectorException, OSError)
+T = TypeVar("T")
+
+
+class NoBrokerAnswered(pika.exceptions.AMQPConnectionError):  # type: ignore[misc]  # pika is untyped
+    """Every broker of a list failed to answer (each one's reason is in the message, URLs masked)."""
+
+
+def connect(amqp_url: str, name: str) -> tuple[pika.BlockingConnection, str]:
+    """A blocking connection to the first broker of `amqp_url` that answers, and that broker's URL."""
+    return first_answering(amqp_url, name, pika.BlockingConnection)
+
+
+def first_answering(amqp_url: str, name: str, open_one: Callable[[pika.URLParameters], T]) -> tuple[T, str]:
+    """`open_one(parameters)` for each broker of `amqp_url` in turn until one answers: what it
+    returned and that broker's URL. One broker's failure is raised as it came; a list's, as
+    `NoBrokerAnswered` naming every broker (masked) and why."""
+    brokers = urls.elements(amqp_url)
+    failures: list[str] = []
+    for broker in brokers:
+        try:
+            return open_one(_parameters(broker, name)), broker
+        except _NEXT_BROKER as error:
+            if len(brokers) == 1:
+                raise
+            failures.append(f"{urls.mask(broker)}: {type(error).__name__}: {_first_line(error)}")
+    raise NoBrokerAnswered(f"no broker of the {len(brokers)} in AMQP_URL answered: {'; '.join(failures)}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _parameters(amqp_url: str, name: str) -> pika.URLParameters:
+    """One broker's connection parameters (`amqp_url`: one URL, not a list)."""
     parameters = pika.URLParameters(amqp_url)
     parameters.heartbeat = HEARTBEAT_SECONDS
     parameters.blocked_connection_timeout = BLOCKED_CONNECTION_TIMEOUT_SECONDS
@@ -160,25 +196,12 @@ class Message:
     exchange: str = EXCHANGE
 
 
-def _send_as_one(connection: Any) -> None:
-    """Join what the batch wrote into one buffer, so that it leaves in one `send()`.
-
-    pika's asynchronous transport keeps every frame it is given (three per message: method, header,
-    body) as a buffer of its own, and sends them one `send()` each: 3 x 500 system calls for a full
-    batch, each of which, on loopback, also runs the receiving side's TCP work and wakes the
-    broker. Only the chunking changes: the bytes, their order and their count stay pika's (1.4.4,
-    pinned; `test_relay_confirms` checks that the batch still leaves whole).
-    """
-    transport = getattr(connection, "_transport", None)
-    buffers = getattr(transport, "_tx_buffers", None)
-    if isinstance(buffers, collections.deque) and len(buffers) > 1:
-        joined = b"".join(buffers)
-        buffers.clear()
-        buffers.append(joined)
-
-
 class PublishFailed(pika.exceptions.AMQPError):  # type: ignore[misc]  # pika is untyped
     """The broker did not take a whole batch: a nack, an unroutable message, a lost channel or no answer."""
+
+
+# A publisher's channel that did not open on a broker is a reason to try the next one too.
+_NEXT_BROKER: tuple[type[Exception], ...] = (*UNANSWERED, PublishFailed)
 
 
 class ConfirmingPublisher:
@@ -195,8 +218,9 @@ class ConfirmingPublisher:
     """
 
     def __init__(self, amqp_url: str, name: str, confirm_timeout_seconds: float = 10.0) -> None:
-        self.amqp_url = amqp_url
+        self.amqp_url = amqp_url  # one broker or a list: the first that answers is used
         self.name = name
+        self.broker = ""  # the URL of the broker the publisher is connected to (unmasked)
         self.confirm_timeout_seconds = confirm_timeout_seconds
         self._connection: pika.SelectConnection | None = None
         self._channel: Channel | None = None
@@ -211,9 +235,13 @@ class ConfirmingPublisher:
         return self._channel is not None and self._channel.is_open and self._failure is None
 
     def open(self) -> None:
-        """Declare the topology (on a short blocking connection), then open the confirming channel."""
+        """On the first broker that answers: declare the topology (on a short blocking connection),
+        then open the confirming channel."""
         self.close()
-        declaring = connect(self.amqp_url, self.name)
+        _opened, self.broker = first_answering(self.amqp_url, self.name, self._open_on)
+
+    def _open_on(self, parameters: pika.URLParameters) -> None:
+        declaring = pika.BlockingConnection(parameters)
         try:
             declare_topology(declaring.channel())
         finally:
@@ -221,14 +249,18 @@ class ConfirmingPublisher:
         self._failure = None
         self._next_tag, self._unconfirmed, self._rejected = 1, set(), 0
         self._connection = pika.SelectConnection(
-            _parameters(self.amqp_url, self.name),
+            parameters,
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_lost,
             on_close_callback=self._on_connection_lost,
         )
-        self._run_until(
-            lambda: self._channel is not None and self._channel.is_open, CONNECT_TIMEOUT_SECONDS * 2, "open"
-        )
+        try:
+            self._run_until(
+                lambda: self._channel is not None and self._channel.is_open, CONNECT_TIMEOUT_SECONDS * 2, "open"
+            )
+        except PublishFailed:
+            self.close()  # the next broker of a list is tried with a clean publisher
+            raise
 
     def publish(self, messages: Sequence[Message]) -> None:
         """Return once the broker has confirmed every message; raise `PublishFailed` otherwise."""
@@ -242,7 +274,6 @@ class ConfirmingPublisher:
             )
         self._next_tag = first + len(messages)
         self._unconfirmed.update(range(first, self._next_tag))
-        _send_as_one(self._connection)
         self._run_until(lambda: not self._unconfirmed, self.confirm_timeout_seconds, "confirms")
         if self._rejected:
             rejected, self._rejected = self._rejected, 0

@@ -12,14 +12,10 @@ from datetime import UTC, datetime
 
 import orjson
 import pika.exceptions
-import psycopg2
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tqdm import tqdm
 
-from btc_orders import logs, settings
-from btc_orders.adapters import db, outbox, rabbitmq, read_model
-from btc_orders.adapters.write_model import WriteModel
+from btc_orders import logs, settings, urls
+from btc_orders.adapters import cap_ledger, db, outbox, projection, rabbitmq
 from btc_orders.admin import queues
 from btc_orders.admin.reconcile import Report, reconcile
 from btc_orders.domain import money
@@ -27,6 +23,8 @@ from btc_orders.domain.errors import ServiceUnavailable
 from btc_orders.services.outbox_relay.relay import Relay
 
 OK, PROBLEM, USAGE, UNREACHABLE = 0, 1, 2, 3
+# What says a backing service is away, whatever carries it.
+_UNREACHABLE: tuple[type[Exception], ...] = (*db.DATABASE_ERRORS, ServiceUnavailable, *rabbitmq.BROKER_ERRORS)
 
 
 class AdminSettings(settings.MigrationSettings, settings.AmqpSettings):
@@ -43,17 +41,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[AdminSettings, argparse.Namespace], int] = arguments.command
     try:
         return command(config, arguments)
-    except (
-        DBAPIError,
-        psycopg2.Error,
-        PoolTimeout,
-        ServiceUnavailable,
-        *rabbitmq.BROKER_ERRORS,
-    ) as error:
+    except _UNREACHABLE as error:
         # Whatever carries it, one line: the runbooks run `admin status` during outages.
         cause = error.__cause__ if isinstance(error, ServiceUnavailable) and error.__cause__ else error
-        print(f"a backing service is unreachable: {type(cause).__name__}: {db.first_line(cause)}", file=sys.stderr)
+        print(
+            f"a backing service is unreachable: {type(cause).__name__}: {db.first_line(cause)} "
+            f"({_settings_of(config, broker=isinstance(cause, rabbitmq.BROKER_ERRORS))})",
+            file=sys.stderr,
+        )
         return UNREACHABLE
+
+
+def _settings_of(config: AdminSettings, broker: bool) -> str:
+    """The settings naming the service that failed, URLs masked (`urls.mask`)."""
+    if broker:
+        return f"AMQP_URL={urls.mask(config.amqp_url)}"
+    return (
+        f"WRITE_MODEL_DB_URL={urls.mask(config.write_model_db_url)}, "
+        f"READ_MODEL_DB_URL={urls.mask(config.read_model_db_url)}"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,11 +117,11 @@ def _parser() -> argparse.ArgumentParser:
 def status_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
     write_engine = db.create_engine(config.write_model_db_url, 1, "admin")
     read_engine = db.create_engine(config.read_model_db_url, 1, "admin")
-    cap_status = WriteModel(write_engine).cap_status()
+    cap_status = cap_ledger.cap_status_with(write_engine)
     with write_engine.connect() as connection:
         backlog = outbox.backlog(connection)
     with read_engine.connect() as connection:
-        read_max = read_model.highest_sequence(connection)
+        read_max = projection.highest_sequence(connection)
     queue, dead = _queue_depths(config.amqp_url)
     cap, remaining = cap_status or (None, None)  # no ledger until create_buy_order first started
     report = {
@@ -140,7 +146,7 @@ def status_command(config: AdminSettings, arguments: argparse.Namespace) -> int:
 
 
 def _queue_depths(amqp_url: str) -> tuple[int, int]:
-    connection = rabbitmq.connect(amqp_url, "admin")
+    connection, _broker = rabbitmq.connect(amqp_url, "admin")
     try:
         channel = rabbitmq.declare_topology(connection.channel())
         depths = [

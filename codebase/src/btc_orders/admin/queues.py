@@ -80,8 +80,8 @@ class Broker:
 
 @contextmanager
 def broker(amqp_url: str) -> Iterator[Broker]:
-    connection = rabbitmq.connect(amqp_url, "admin")
-    publisher = rabbitmq.ConfirmingPublisher(amqp_url, "admin")
+    connection, broker = rabbitmq.connect(amqp_url, "admin")
+    publisher = rabbitmq.ConfirmingPublisher(broker, "admin")  # the broker the consumer landed on
     try:
         channel = rabbitmq.declare_topology(connection.channel())
         publisher.open()

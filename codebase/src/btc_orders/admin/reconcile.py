@@ -11,11 +11,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg2.extras import execute_values
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters.outbox import highest_order_sequence
-from btc_orders.adapters.read_model import document, highest_sequence
+from btc_orders.adapters.projection import document, highest_sequence
 from btc_orders.domain.orders import RESOURCE_FIELDS
 
 FIELDS = RESOURCE_FIELDS  # what a read-model row must agree on with the write model
@@ -36,13 +35,17 @@ _READ_CHUNK = text(
     ORDER BY sequence
     """  # noqa: S608  (fixed column names; values are parameters)
 )
-_UPSERT = f"""
-    INSERT INTO buy_order_view (sequence, {", ".join(FIELDS)}, event_id, document)
-    VALUES %s
+_UPSERT_COLUMNS = ("sequence", *FIELDS, "event_id", "document")
+# Run once per row of a chunk (psycopg sends the rows of an `executemany` in one pipeline).
+_UPSERT = text(
+    f"""
+    INSERT INTO buy_order_view ({", ".join(_UPSERT_COLUMNS)})
+    VALUES ({", ".join(f":{name}" for name in _UPSERT_COLUMNS)})
     ON CONFLICT (sequence) DO UPDATE SET
         {", ".join(f"{name} = EXCLUDED.{name}" for name in (*FIELDS, "document"))}
-"""  # noqa: S608  (fixed column names; values are parameters)
-_DELETE = text("DELETE FROM buy_order_view WHERE sequence = ANY(:sequences)")
+    """  # noqa: S608  (fixed column names; values are parameters)
+)
+_DELETE = text("DELETE FROM buy_order_view WHERE sequence = ANY(CAST(:sequences AS bigint[]))")
 
 
 @dataclass
@@ -108,15 +111,16 @@ def reconcile(
 def _repair(read_engine: Engine, rows: list[Any], extra: list[int]) -> None:
     with read_engine.begin() as connection:
         if rows:
-            cursor = connection.connection.cursor()
-            execute_values(
-                cursor,
+            connection.execute(
                 _UPSERT,
                 [
-                    (*(getattr(row, name) for name in ("sequence", *FIELDS)), _event_id(row), _document(row))
+                    {
+                        **{name: getattr(row, name) for name in ("sequence", *FIELDS)},
+                        "event_id": _event_id(row),
+                        "document": _document(row),
+                    }
                     for row in rows
                 ],
-                page_size=1000,
             )
         if extra:
             connection.execute(_DELETE, {"sequences": extra})

@@ -2,8 +2,7 @@
 
 from collections.abc import Callable
 
-from btc_orders import logs
-from btc_orders.adapters import db
+from btc_orders import logs, urls
 from btc_orders.services.outbox_relay.relay import Relay, log
 from btc_orders.services.startup import engine_at_schema, run_worker
 from btc_orders.services.worker import StopFlag
@@ -19,8 +18,6 @@ def bootstrap(settings: OutboxRelaySettings) -> Callable[[StopFlag], None]:
         settings.outbox_batch_size,
         settings.outbox_poll_interval_seconds,
         retention_seconds=settings.outbox_retention_seconds,
-        # The idle poll's one connection, in autocommit: one round trip per probe, no commit.
-        probe_engine=db.create_engine(settings.write_model_db_url, 1, "outbox_relay_probe", autocommit=True),
     )
 
     def run(stop: StopFlag) -> None:
@@ -29,6 +26,8 @@ def bootstrap(settings: OutboxRelaySettings) -> Callable[[StopFlag], None]:
             "relay_started",
             batch_size=settings.outbox_batch_size,
             retention_seconds=settings.outbox_retention_seconds,
+            database=urls.mask(settings.write_model_db_url),
+            broker=urls.mask(settings.amqp_url),
         )
         relay.run(stop)
         logs.event(log, "relay_stopped")

@@ -10,13 +10,13 @@ whole batch unsent: it is published again later (at-least-once); the read side
 ignores the replays.
 
 Idle, the relay polls every `OUTBOX_POLL_INTERVAL_SECONDS` with `outbox.any_unsent`:
-one prepared autocommit statement (an index-only probe of the partial index of unsent rows) on
-`probe_engine` (one connection in autocommit; without it, the main engine's, plus a commit),
-instead of a claim's transaction (begin, claim, commit: three round trips). The relay holds no
-connection between polls, so a pool of one is enough (the admin CLI's resend runs the relay
-so). It claims only when the probe finds a row, or right after a round that claimed (more may
-wait: the probe would only add a round trip under load). A row committed just after a probe is
-found by the next poll, as it was by the next claim.
+one small statement (an index-only probe of the partial index of unsent rows, prepared by the
+driver) in autocommit on a connection of the relay's one pool, instead of a claim's transaction
+(begin, claim, commit: three round trips). The relay holds no connection between polls, so a pool
+of one is enough (the admin CLI's resend runs the relay so). It claims only when the probe finds
+a row, or right after a round that claimed (more may wait: the probe would only add a round trip
+under load). A row committed just after a probe is found by the next poll, as it was by the next
+claim.
 
 Every `PRUNE_INTERVAL_SECONDS` the relay deletes rows sent more than
 `OUTBOX_RETENTION_SECONDS` ago, in batches of `PRUNE_BATCH` rows, each its own
@@ -34,16 +34,17 @@ from dataclasses import dataclass
 
 import pika
 import pika.exceptions
-import psycopg2
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
-from btc_orders import logs, metrics
+from btc_orders import logs, metrics, urls
 from btc_orders.adapters import outbox, rabbitmq
-from btc_orders.adapters.db import first_line
+from btc_orders.adapters.db import DATABASE_ERRORS, first_line
 from btc_orders.services.worker import Backoff, OutageLog, StopFlag
 
 log = logging.getLogger(__name__)
+
+# What a round may meet that a later round may not: the broker or the write model away, busy or lost.
+_OUTAGES: tuple[type[Exception], ...] = (*rabbitmq.BROKER_ERRORS, *DATABASE_ERRORS)
 
 GAUGE_INTERVAL_SECONDS = 1.0
 PRUNE_INTERVAL_SECONDS = 2.0
@@ -60,7 +61,6 @@ class Relay:
     poll_interval_seconds: float = 0.02
     name: str = "outbox_relay"
     retention_seconds: float = DEFAULT_RETENTION_SECONDS
-    probe_engine: Engine | None = None  # made with `db.create_engine(autocommit=True)`: the idle poll's
 
     def __post_init__(self) -> None:
         self._publisher = rabbitmq.ConfirmingPublisher(self.amqp_url, self.name)
@@ -81,7 +81,7 @@ class Relay:
                 self._outage.recovered()
                 if published < self.batch_size:
                     self._idle(stop)
-            except (*rabbitmq.BROKER_ERRORS, DBAPIError, psycopg2.Error) as error:
+            except _OUTAGES as error:
                 self._outage.failed(f"{type(error).__name__}: {first_line(error)}")
                 self.close()
                 stop.wait(backoff.delay())
@@ -111,7 +111,7 @@ class Relay:
         self._pruned_at = now
         try:
             self.prune()
-        except (DBAPIError, psycopg2.Error) as error:
+        except DATABASE_ERRORS as error:
             if not self._prune_failing:
                 logs.event(log, "outbox_prune_failed", logging.ERROR, reason=first_line(error))
             self._prune_failing = True
@@ -153,7 +153,7 @@ class Relay:
     def _ensure_publisher(self) -> rabbitmq.ConfirmingPublisher:
         if not self._publisher.is_open:
             self._publisher.open()
-            logs.event(log, "broker_connected")
+            logs.event(log, "broker_connected", broker=urls.mask(self._publisher.broker))
         return self._publisher
 
     def _idle(self, stop: StopFlag) -> None:
@@ -162,7 +162,7 @@ class Relay:
         stop.wait(self.poll_interval_seconds)
 
     def _any_unsent(self) -> bool:
-        return outbox.any_unsent(self.probe_engine or self.engine)
+        return outbox.any_unsent(self.engine)
 
     def close(self) -> None:
         self._publisher.close()

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 
-from btc_orders import logs
+from btc_orders import logs, urls
 from btc_orders.services.read_model_sync.projector import Projector, log
 from btc_orders.services.startup import engine_at_schema, run_worker
 from btc_orders.services.worker import StopFlag
@@ -15,7 +15,13 @@ def bootstrap(settings: ReadModelSyncSettings) -> Callable[[StopFlag], None]:
     projector = Projector(engine, settings.amqp_url, settings.sync_prefetch, settings.sync_batch_wait_seconds)
 
     def run(stop: StopFlag) -> None:
-        logs.event(log, "sync_started", prefetch=settings.sync_prefetch)
+        logs.event(
+            log,
+            "sync_started",
+            prefetch=settings.sync_prefetch,
+            database=urls.mask(settings.read_model_db_url),
+            broker=urls.mask(settings.amqp_url),
+        )
         projector.run(stop)
         logs.event(log, "sync_stopped")
 

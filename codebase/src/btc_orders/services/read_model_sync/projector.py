@@ -32,22 +32,19 @@ from typing import Any
 
 import pika
 import pika.exceptions
-import psycopg2
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
-from btc_orders import logs, metrics
+from btc_orders import logs, metrics, urls
 from btc_orders.adapters import rabbitmq
-from btc_orders.adapters.db import first_line, is_outage
-from btc_orders.adapters.read_model import apply_created_events, event_row, highest_sequence
+from btc_orders.adapters.db import DATABASE_ERRORS, first_line, is_outage
+from btc_orders.adapters.projection import apply_created_events, event_row, highest_sequence
 from btc_orders.events import BuyOrderCreated, InvalidEvent, parse_created_event
 from btc_orders.services.worker import Backoff, OutageLog, StopFlag
 
 log = logging.getLogger(__name__)
 
-DatabaseError = (DBAPIError, psycopg2.Error)
 # Returns after which a held event is republished fresh instead of being returned once more.
 WORN_DELIVERIES = rabbitmq.DELIVERY_LIMIT // 2
 # On a graceful stop, deliveries in flight are waited for until none came for this long.
@@ -94,7 +91,7 @@ class Projector:
             with self.engine.connect() as connection:
                 self._highest_sequence = highest_sequence(connection)
                 metrics.READ_MODEL_MAX_SEQUENCE.set(self._highest_sequence)
-        except DatabaseError:
+        except DATABASE_ERRORS:
             pass  # the gauge waits for the first batch
         while not stop:
             try:
@@ -107,13 +104,13 @@ class Projector:
                 stop.wait(backoff.delay())
 
     def _consume(self, stop: StopFlag, backoff: Backoff) -> None:
-        connection = rabbitmq.connect(self.amqp_url, self.name)
+        connection, broker = rabbitmq.connect(self.amqp_url, self.name)
         try:
             channel = rabbitmq.declare_topology(connection.channel())
             channel.basic_qos(prefetch_count=self.prefetch)
             self._republisher = None
             consumer_tag = channel.basic_consume(rabbitmq.QUEUE, self._deliver)
-            logs.event(log, "broker_connected", queue=rabbitmq.QUEUE)
+            logs.event(log, "broker_connected", queue=rabbitmq.QUEUE, broker=urls.mask(broker))
             self._broker_outage.recovered()
             backoff.reset()
             while not stop:
@@ -201,7 +198,7 @@ class Projector:
     def _apply_batch(self, channel: BlockingChannel) -> None:
         try:
             self._apply(self._batch)
-        except DatabaseError as error:
+        except DATABASE_ERRORS as error:
             if is_outage(error):
                 raise _Outage(error) from error
             self._apply_one_by_one(channel)  # refused for some event's content: find it
@@ -224,7 +221,7 @@ class Projector:
             pending = self._batch[0]
             try:
                 self._apply([pending])
-            except DatabaseError as error:
+            except DATABASE_ERRORS as error:
                 if is_outage(error):
                     raise _Outage(error) from error
                 self._dead_letter(channel, pending.delivery_tag, first_line(error), pending.properties, pending.body)

@@ -148,6 +148,7 @@ async def _unbroken(connection: psycopg.AsyncConnection[Any]) -> None:
         raise psycopg.OperationalError("the connection is closed")
     readable, _, _ = select.select([connection.fileno()], [], [], 0)
     if readable:
+        await connection.close()  # closed, the pool discards it (a failed check alone would keep it)
         raise psycopg.OperationalError("the server closed the connection while it was idle in the pool")
 
 

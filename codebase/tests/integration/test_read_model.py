@@ -1,21 +1,27 @@
-"""The read model on a real Postgres: idempotent projection and constant-cost keyset pages."""
+"""The read model on a real Postgres: idempotent projection and constant-cost keyset pages, served on
+the service's pool (driver-prepared statements, generic plans), through lost connections."""
 
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+import psycopg_pool
 import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import db, read_model
-from btc_orders.adapters.db_loop import LoopConnections, NoConnectionFree
-from btc_orders.adapters.read_model import ReadModel, apply_created_events
-from btc_orders.domain.errors import OrderNotFound, ServiceUnavailable, UnknownReference
-from tests.support.services import Databases
+from btc_orders.adapters.projection import apply_created_events
+from btc_orders.adapters.read_model import ReadModel
+from btc_orders.domain.errors import ServiceUnavailable, UnknownReference
+from tests.support.services import Databases, admin_connection
 
 ROWS = 100_000
+APPLICATION = "read_model_test"
 
 
 def event_row(sequence: int) -> dict[str, Any]:
@@ -32,123 +38,149 @@ def event_row(sequence: int) -> dict[str, Any]:
     }
 
 
-def test_applying_an_event_twice_changes_nothing(read_engine: Engine) -> None:
+@asynccontextmanager
+async def opened_pool(url: str, size: int) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
+    """A pool as the service opens it (`db.async_pool`), closed after."""
+    pool = db.async_pool(url, size, APPLICATION)
+    await pool.open(wait=True, timeout=10)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def read_pool(databases: Databases) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
+    async with opened_pool(databases.read_url, 2) as pool:
+        yield pool
+
+
+@pytest.mark.anyio
+async def test_applying_an_event_twice_changes_nothing(
+    read_engine: Engine, read_pool: psycopg_pool.AsyncConnectionPool
+) -> None:
     rows = [event_row(sequence) for sequence in (1, 2, 3)]
     with read_engine.begin() as connection:
         apply_created_events(connection, rows)
     with read_engine.begin() as connection:
         apply_created_events(connection, [rows[1], {**rows[2], "amount": "99.00"}])
-    page = ReadModel(read_engine).page(10, None)
+    page = await ReadModel(read_pool).page(10, None)
     assert [order["id"] for order in page.buy_orders] == [str(row["id"]) for row in reversed(rows)]
     assert page.buy_orders[0]["amount"] == "10.00"
     assert page.has_more is False
 
 
-def test_pages_follow_each_other_without_gap_or_overlap(read_engine: Engine) -> None:
+@pytest.mark.anyio
+async def test_pages_follow_each_other_without_gap_or_overlap(
+    read_engine: Engine, read_pool: psycopg_pool.AsyncConnectionPool
+) -> None:
     with read_engine.begin() as connection:
         apply_created_events(connection, [event_row(sequence) for sequence in range(1, 26)])
-    model = ReadModel(read_engine)
-    first = model.page(10, None)
-    second = model.page(10, uuid.UUID(first.last_reference or ""))
-    third = model.page(10, uuid.UUID(second.last_reference or ""))
+    model = ReadModel(read_pool)
+    first = await model.page(10, None)
+    second = await model.page(10, uuid.UUID(first.last_reference or ""))
+    third = await model.page(10, uuid.UUID(second.last_reference or ""))
     assert (first.has_more, second.has_more, third.has_more) == (True, True, False)
     assert len(third.buy_orders) == 5
     with pytest.raises(UnknownReference):
-        model.page(10, uuid.uuid4())
-
-
-def test_pages_and_orders_awaited_on_the_loop_are_the_threads_bytes(databases: Databases, read_engine: Engine) -> None:
-    rows = [event_row(sequence) for sequence in range(1, 26)]
-    with read_engine.begin() as connection:
-        apply_created_events(connection, rows)
-    model = ReadModel(read_engine, LoopConnections(databases.read_url, 2, "fetch_buy_orders_loop_test"))
-    queries = [
-        read_model.PageQuery(10, None),
-        read_model.PageQuery(10, rows[14]["id"]),
-        read_model.PageQuery(3, None, rows[3]["id"], ("USD",)),
-    ]
-
-    async def run() -> tuple[list[Any], bytes]:
-        pages = [await model.fetch_page_on_loop(query) for query in queries]
-        one = await model.one_body_on_loop(rows[7]["id"])
-        with pytest.raises(UnknownReference):
-            await model.fetch_page_on_loop(read_model.PageQuery(10, uuid.uuid4()))
-        with pytest.raises(OrderNotFound):
-            await model.one_body_on_loop(uuid.uuid4())
-        assert model.loop_connections is not None
-        await model.loop_connections.close()
-        return pages, one
-
-    pages, one = asyncio.run(run())
-    assert pages == [model.fetch_page(query) for query in queries]
-    assert one == model.one_body(rows[7]["id"])
-    with pytest.raises(NoConnectionFree):  # none on the loop: the route takes the thread
-        asyncio.run(ReadModel(read_engine).fetch_page_on_loop(queries[0]))
+        await model.page(10, uuid.uuid4())
 
 
 # ---------------------------------------------------------------------------------------------
-# Prepared statements: once per connection, and again on a connection that lost them
+# Prepared by the driver: once per connection, generic plans, and again on a connection that lost them
 
 
-@pytest.fixture(params=[True, False], ids=["autocommit", "transactions"])
-def one_connection(databases: Databases, request: pytest.FixtureRequest) -> Any:
-    """A read model on a pool of one connection (the service's engine runs in autocommit)."""
-    engine = db.create_engine(databases.read_url, pool_size=1, autocommit=request.param)
-    with engine.begin() as connection:
+@pytest.fixture
+async def one_connection(databases: Databases, read_engine: Engine) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
+    """The service's pool, of one connection, on a read model of 25 orders."""
+    with read_engine.begin() as connection:
         apply_created_events(connection, [event_row(sequence) for sequence in range(1, 26)])
-    yield engine
-    engine.dispose()
+    async with opened_pool(databases.read_url, 1) as pool:
+        yield pool
 
 
-def served(model: ReadModel) -> list[bytes]:
+async def served(model: ReadModel) -> list[bytes]:
     """Every kind of statement the service sends: pages of two shapes, and one order."""
-    newest = model.fetch_page(read_model.PageQuery(10))
-    older = model.fetch_page(read_model.PageQuery(10, uuid.UUID(newest.last_reference or ""), currencies=("USD",)))
-    return [newest.body, older.body, model.one_body(uuid.UUID(newest.first_reference or ""))]
+    newest = await model.fetch_page(read_model.PageQuery(10))
+    query = read_model.PageQuery(10, uuid.UUID(newest.last_reference or ""), currencies=("USD",))
+    older = await model.fetch_page(query)
+    return [newest.body, older.body, await model.one_body(uuid.UUID(newest.first_reference or ""))]
 
 
-def test_statements_the_server_forgot_are_prepared_again_without_an_error(one_connection: Engine) -> None:
+async def prepared_statements(pool: psycopg_pool.AsyncConnectionPool) -> list[tuple[str, int, int]]:
+    """(parameter types, generic plans, custom plans) of each statement the pool's connection prepared."""
+    async with pool.connection() as connection:
+        cursor = await connection.execute(
+            "SELECT parameter_types::text, generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement NOT LIKE '%%pg_prepared%%' ORDER BY parameter_types::text"
+        )
+        return [(types, int(generic), int(custom)) for types, generic, custom in await cursor.fetchall()]
+
+
+@pytest.mark.anyio
+async def test_statements_are_prepared_by_the_driver_with_generic_plans_and_again_after_the_server_forgot_them(
+    one_connection: psycopg_pool.AsyncConnectionPool,
+) -> None:
     model = ReadModel(one_connection)
-    before = served(model)
-    connection = one_connection.raw_connection()
-    try:
-        cursor = connection.cursor()
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
-        assert cursor.fetchone()[0] == 3  # the same connection prepared all three
-        # what a pooler's reset (`DISCARD ALL`) would do behind the pool's back
-        cursor.execute("DEALLOCATE ALL")
-        cursor.execute("RESET ALL")
-        connection.commit()
-    finally:
-        connection.close()
-    assert served(model) == before
-    assert served(model) == before
-    connection = one_connection.raw_connection()
-    try:
-        cursor = connection.cursor()
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
-        assert cursor.fetchone()[0] == 3
-        cursor.execute("SHOW plan_cache_mode")
-        assert cursor.fetchone()[0] == "force_generic_plan"
-    finally:
-        connection.close()
+    before = await served(model)
+    for _ in range(db.PREPARE_THRESHOLD):
+        assert await served(model) == before
+    statements = await prepared_statements(one_connection)
+    # the same connection prepared all three, with the types `plan` prepares them with in the tests below
+    limit, reference = read_model.PARAMETER_TYPES["limit"], read_model.PARAMETER_TYPES["reference"]
+    assert [types for types, _, _ in statements] == sorted([f"{{{limit}}}", f"{{{limit},{reference}}}", "{uuid}"])
+    assert all(generic >= 1 and custom == 0 for _, generic, custom in statements), statements
+    async with one_connection.connection() as connection:
+        # what a pooler's reset (`DISCARD ALL`) would do, behind the driver's back (libpq itself)
+        assert connection.pgconn.exec_(b"DEALLOCATE ALL").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert await (await connection.execute("SELECT count(*) FROM pg_prepared_statements")).fetchone() == (0,)
+    for _ in range(db.PREPARE_THRESHOLD + 1):
+        assert await served(model) == before
+    assert len(await prepared_statements(one_connection)) == 3
+    async with one_connection.connection() as connection:
+        assert await (await connection.execute("SHOW plan_cache_mode")).fetchone() == ("force_generic_plan",)
 
 
-def test_a_lost_connection_is_replaced_and_the_new_one_prepares_again(one_connection: Engine) -> None:
+async def backend_of(pool: psycopg_pool.AsyncConnectionPool) -> int:
+    async with pool.connection() as connection:
+        return connection.info.backend_pid
+
+
+def terminate(pid: int) -> None:
+    with admin_connection() as connection:
+        assert connection.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone() == (True,)
+
+
+@pytest.mark.anyio
+async def test_a_connection_the_server_closed_while_idle_in_the_pool_costs_no_request(
+    one_connection: psycopg_pool.AsyncConnectionPool,
+) -> None:
     model = ReadModel(one_connection)
-    before = served(model)
-    with one_connection.connect() as connection:
-        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        connection.rollback()
-    other = db.create_engine(one_connection.url.render_as_string(hide_password=False), pool_size=1)
-    try:
-        with other.begin() as connection:
-            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
-    finally:
-        other.dispose()
-    with pytest.raises(ServiceUnavailable):  # the dead connection's statement: an outage, a 503
-        model.fetch_page(read_model.PageQuery(10))
-    assert served(model) == before
+    before = await served(model)
+    pid = await backend_of(one_connection)
+    terminate(pid)  # a restart, a failover, an idle-session reaper
+    assert await served(model) == before
+    assert await backend_of(one_connection) != pid
+
+
+@pytest.mark.anyio
+async def test_a_connection_lost_in_use_is_an_outage_and_the_next_request_is_served(
+    databases: Databases, one_connection: psycopg_pool.AsyncConnectionPool
+) -> None:
+    model = ReadModel(one_connection)
+    before = await served(model)
+    pid = await backend_of(one_connection)
+    waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s"
+    # the page's statement waits on this lock, in use on its connection
+    with psycopg.connect(databases.read_url, autocommit=True) as locker, locker.transaction():
+        locker.execute("LOCK TABLE buy_order_view IN ACCESS EXCLUSIVE MODE")
+        page = asyncio.ensure_future(model.fetch_page(read_model.PageQuery(10)))
+        while locker.execute(waiting, (pid,)).fetchone() != (True,):
+            await asyncio.sleep(0.02)
+        terminate(pid)
+        with pytest.raises(ServiceUnavailable):  # the statement's connection died under it: a 503
+            await page
+    assert await served(model) == before  # a new connection, preparing its statements again
 
 
 @pytest.fixture
@@ -172,21 +204,27 @@ def large_read_model(read_engine: Engine) -> Engine:
     return read_engine
 
 
-def plan(engine: Engine, prepared: db.Prepared, values: tuple[Any, ...]) -> dict[str, Any]:
-    """The executed plan of one of the service's prepared statements, prepared and planned on a
-    pooled connection as the service does it (`run_prepared`: the generic plan)."""
-    explained = db.Prepared(
-        prepared.name, prepared.prepare, f"EXPLAIN (ANALYZE, BUFFERS, SUMMARY, FORMAT JSON) {prepared.execute}"
-    )
+def plan(engine: Engine, shape: Any, values: tuple[Any, ...], analyze: bool = True) -> dict[str, Any]:
+    """The plan of a page statement as the service's connections get it: prepared with the types of
+    its values and planned generically (`plan_cache_mode = force_generic_plan`, which every service
+    connection sets), whatever the values. SQL-level `PREPARE` and `EXPLAIN EXECUTE` show the plan the
+    driver's prepared statement gets; `analyze` also runs it."""
+    types = ", ".join(read_model.PARAMETER_TYPES[name] for name in shape.parameters)
+    options = "ANALYZE, BUFFERS, SUMMARY, FORMAT JSON" if analyze else "FORMAT JSON"
     connection = engine.raw_connection()
     try:
-        cursor = db.run_prepared(connection, explained, values)
-        result = cursor.fetchone()[0]
-        cursor.execute("SHOW plan_cache_mode")
-        assert cursor.fetchone()[0] == "force_generic_plan"
+        # values as literals: EXPLAIN EXECUTE takes no bound parameters
+        with psycopg.ClientCursor(connection.driver_connection) as cursor:
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+            cursor.execute(f"PREPARE page_plan ({types}) AS ".encode() + read_model.page_statement(shape))
+            placeholders = ", ".join(["%s"] * len(values))
+            cursor.execute(f"EXPLAIN ({options}) EXECUTE page_plan ({placeholders})".encode(), values)
+            row = cursor.fetchone()
+            cursor.execute("DEALLOCATE page_plan")
     finally:
         connection.close()
-    document = result if isinstance(result, list) else json.loads(result)
+    assert row is not None
+    document = row[0] if isinstance(row[0], list) else json.loads(row[0])
     return dict(document[0]["Plan"], **{"Planning Time": document[0]["Planning Time"]})
 
 
@@ -196,7 +234,8 @@ def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
 
 def page_plan(engine: Engine, page_size: int, reference: uuid.UUID | None) -> dict[str, Any]:
     query = read_model.PageQuery(page_size, reference)
-    return plan(engine, read_model.prepared_page(read_model.page_shape(query)), read_model.page_values(query))
+    shape = read_model.page_shape(query)
+    return plan(engine, shape, read_model.page_values(query, shape))
 
 
 @pytest.mark.parametrize("depth", ["first", "middle", "last"])

@@ -1,10 +1,10 @@
-"""The read model: idempotent projection of order events, and keyset pages, newest first.
+"""The read model's queries, as fetch_buy_orders serves them: keyset pages, newest first, and one order.
 
 Shaped for its query (CQRS): every row carries the JSON document the API serves for that
-order, rendered once when the event is projected. A page is one statement whose result is the
-response body already assembled by Postgres (the documents joined in page order, the first and
-last ids, `has_more`), so serving it costs no per-row work in Python: no row objects, no JSON
-encoding.
+order, rendered once when the event is projected (`projection`). A page is one statement whose
+result is the response body already assembled by Postgres (the documents joined in page order,
+the first and last ids, `has_more`), so serving it costs no per-row work in Python: no row
+objects, no JSON encoding.
 
 Every page, filtered or not, in either direction, is a keyset range scan that reads at most
 `page_size + 1` matching rows, plus the rows the scan skips. What it skips is bounded whatever
@@ -30,43 +30,31 @@ the page's depth and however many orders lie outside the filter:
 """
 
 import uuid
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Connection, Engine, text
+import psycopg
+import psycopg_pool
 
-from btc_orders.adapters.db import Prepared, fetch_prepared, unavailable_on_outage
-from btc_orders.adapters.db_loop import LoopConnections, NoConnectionFree
+from btc_orders.adapters import db
 from btc_orders.domain import orders
 from btc_orders.domain.errors import OrderNotFound, UnknownReference
-from btc_orders.events import BuyOrderCreated
-
-_COLUMNS = ("sequence", *orders.RESOURCE_FIELDS, "event_id", "document")
-_TYPES = ("bigint", "uuid", "timestamptz", "text", "text", "text", "text", "uuid", "uuid", "text")
-# Orders are immutable, so applying an event twice must change nothing: the first insert wins and
-# a replay is skipped by the primary key. The whole batch is one statement (arrays unnested), so
-# the statement-level triggers of migration 0003 (the disorder bound, the notification of the new
-# ids) run once per batch.
-_UPSERT = text(
-    f"""
-    INSERT INTO buy_order_view ({", ".join(_COLUMNS)})
-    SELECT * FROM unnest({", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_COLUMNS, _TYPES, strict=True))})
-    ON CONFLICT (sequence) DO NOTHING
-    """  # noqa: S608  (fixed fragments; values are parameters)
-)
-_HIGHEST_SEQUENCE = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
-_PRESENT = text("SELECT id FROM buy_order_view WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 Direction = Literal["older", "newer"]
 _LOWEST, _HIGHEST = "-9223372036854775808", "9223372036854775807"
 _CURRENCIES = frozenset(currency.value for currency in orders.Currency)
-# A page statement's parameters, in this order in every shape (a shape may leave some unused).
-_LIMIT, _REFERENCE, _GTE, _LT = "$1", "$2", "$3", "$4"
-_PARAMETER_TYPES = "bigint, uuid, timestamptz, timestamptz"
+# The values a page statement may take, with the Postgres types the driver sends them as (the limit,
+# `page_size + 1`, is at most 1001: a smallint); a shape numbers the ones it uses `$1`, `$2`, ... in
+# this order (`_Shape.parameters`).
+PARAMETER_TYPES = {
+    "limit": "smallint",
+    "reference": "uuid",
+    "gte": "timestamp with time zone",
+    "lt": "timestamp with time zone",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +130,23 @@ class _Shape:
 
     @property
     def name(self) -> str:
-        """The prepared statement's name: one per shape, the same on every connection."""
+        """A name for the shape (tests, tools): one per shape."""
         parts = ["page", self.direction, "ref" if self.reference else "top", *self.currencies]
         parts += ["gte"] * self.gte + ["lt"] * self.lt
         return "_".join(parts).lower()
 
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The values its statement takes, as `$1`, `$2`, ... (`PARAMETER_TYPES`): only those it uses,
+        since the server must know the type of every parameter it is sent."""
+        used = {"limit": True, "reference": self.reference, "gte": self.gte, "lt": self.lt}
+        return tuple(name for name in PARAMETER_TYPES if used[name])
+
 
 @cache
-def _page_statement(shape: _Shape) -> str:
-    """The one statement of a page of this shape, with `$1`..`$4` placeholders (limit, reference,
-    created_gte, created_lt: `_PARAMETER_TYPES`), to be prepared.
+def page_statement(shape: _Shape) -> bytes:
+    """The one statement of a page of this shape, built once per shape, its values as `$n`
+    placeholders (`_Shape.parameters`): the same text every time, so the driver prepares it.
 
     Result: no row for an unknown reference; else one row of the page's documents joined by commas
     in page order (NULL when empty), its first and last ids, `has_more`, and whether filtered rows
@@ -161,12 +156,14 @@ def _page_statement(shape: _Shape) -> str:
     Only fixed fragments are put together here; every value is a bound parameter, but for the
     currencies, literals from their closed set (`_Shape`).
     """
+    placeholders = {name: f"${number}" for number, name in enumerate(shape.parameters, 1)}
+    limit, ref, gte, lt = (placeholders.get(name, "") for name in PARAMETER_TYPES)
     older = shape.direction == "older"
     ahead, behind, order, reverse = ("<", ">", "DESC", "ASC") if older else (">", "<", "ASC", "DESC")
     ctes = []
     if shape.reference:
         reference = "reference AS (SELECT sequence, currency, created_at FROM buy_order_view WHERE id ="
-        ctes.append(" ".join([reference, _REFERENCE, ")"]))
+        ctes.append(" ".join([reference, ref, ")"]))
     if shape.gte or shape.lt:
         # the nearest row at or past `created_lt + disorder`, and before `created_gte - disorder`
         upper, lower = "NULL::bigint", "NULL::bigint"
@@ -174,7 +171,7 @@ def _page_statement(shape: _Shape) -> str:
             upper = " ".join(
                 [
                     "(SELECT o.sequence FROM buy_order_view AS o WHERE o.created_at >= CAST(",
-                    _LT,
+                    lt,
                     "AS timestamptz) + d.disorder ORDER BY o.created_at LIMIT 1)",
                 ]
             )
@@ -182,7 +179,7 @@ def _page_statement(shape: _Shape) -> str:
             lower = " ".join(
                 [
                     "(SELECT o.sequence FROM buy_order_view AS o WHERE o.created_at < CAST(",
-                    _GTE,
+                    gte,
                     "AS timestamptz) - d.disorder ORDER BY o.created_at DESC LIMIT 1)",
                 ]
             )
@@ -201,10 +198,10 @@ def _page_statement(shape: _Shape) -> str:
         if side is not None:
             found.append(f"o.sequence {side[0]} {side[1]}")
         if shape.gte:
-            found.append(f"(o.created_at >= CAST({_GTE} AS timestamptz)) IS TRUE")
+            found.append(f"(o.created_at >= CAST({gte} AS timestamptz)) IS TRUE")
             found.append(" ".join(["o.sequence >= coalesce((SELECT lower FROM bounds) + 1,", _LOWEST, ")"]))
         if shape.lt:
-            found.append(f"(o.created_at < CAST({_LT} AS timestamptz)) IS TRUE")
+            found.append(f"(o.created_at < CAST({lt} AS timestamptz)) IS TRUE")
             found.append(" ".join(["o.sequence <= coalesce((SELECT upper FROM bounds) - 1,", _HIGHEST, ")"]))
         return " ".join(["WHERE", " AND ".join(found)]) if found else ""
 
@@ -216,12 +213,12 @@ def _page_statement(shape: _Shape) -> str:
 
     currencies: list[str | None] = [*shape.currencies] or [None]
     start = (ahead, "(SELECT sequence FROM reference)") if shape.reference else None
-    selects = [scan(c, start, "o.sequence, o.id, o.document", order, _LIMIT) for c in currencies]
+    selects = [scan(c, start, "o.sequence, o.id, o.document", order, limit) for c in currencies]
     if len(selects) == 1:
         rows = selects[0]
     else:  # a few ordered scans of `page_size + 1` rows each, merged: a sort of at most 3 x that
         merged = " UNION ALL ".join(f"({select})" for select in selects)
-        rows = " ".join(["SELECT * FROM (", merged, ") AS scans ORDER BY sequence", order, "LIMIT", _LIMIT])
+        rows = " ".join(["SELECT * FROM (", merged, ") AS scans ORDER BY sequence", order, "LIMIT", limit])
     ctes.append(
         " ".join(["page AS (SELECT rows.*, row_number() OVER (ORDER BY rows.sequence", order, ") AS n FROM (", rows,
                   ") AS rows)"])
@@ -232,7 +229,7 @@ def _page_statement(shape: _Shape) -> str:
         # one row of one scan per currency (a scalar subquery keeps its ORDER BY and LIMIT: the index)
         edge_of = "max" if older else "min"
         ctes.append(
-            " ".join(["edge AS (SELECT coalesce(", edge_of, "(page.sequence) FILTER (WHERE page.n <", _LIMIT, "),",
+            " ".join(["edge AS (SELECT coalesce(", edge_of, "(page.sequence) FILTER (WHERE page.n <", limit, "),",
                       "(SELECT sequence FROM reference)) AS sequence FROM page)"])
         )  # fmt: skip
         beyond = (behind, "(SELECT sequence FROM edge)")
@@ -243,11 +240,11 @@ def _page_statement(shape: _Shape) -> str:
         if shape.currencies:
             passes.append("r.currency IN (" + ", ".join(f"'{c}'" for c in shape.currencies) + ")")
         if shape.gte:
-            passes.append(f"r.created_at >= CAST({_GTE} AS timestamptz)")
+            passes.append(f"r.created_at >= CAST({gte} AS timestamptz)")
         if shape.lt:
-            passes.append(f"r.created_at < CAST({_LT} AS timestamptz)")
+            passes.append(f"r.created_at < CAST({lt} AS timestamptz)")
         reference_beyond = " ".join(
-            ["(count(page.sequence) FILTER (WHERE page.n <", _LIMIT, ") > 0 AND coalesce((SELECT",
+            ["(count(page.sequence) FILTER (WHERE page.n <", limit, ") > 0 AND coalesce((SELECT",
              " AND ".join(passes), "FROM reference AS r), false))"]
         )  # fmt: skip
         scans = [f"({scan(c, beyond, 'o.sequence', reverse, '1')}) IS NOT NULL" for c in currencies]
@@ -260,26 +257,18 @@ def _page_statement(shape: _Shape) -> str:
         [
             "WITH",
             ", ".join(ctes),
-            f"SELECT string_agg(page.document, ',' ORDER BY page.sequence DESC) FILTER (WHERE page.n < {_LIMIT}),",
-            f"(array_agg(page.id ORDER BY page.sequence DESC) FILTER (WHERE page.n < {_LIMIT}))[1]::text,",
-            f"(array_agg(page.id ORDER BY page.sequence) FILTER (WHERE page.n < {_LIMIT}))[1]::text,",
-            f"count(page.sequence) >= {_LIMIT},",
+            f"SELECT string_agg(page.document, ',' ORDER BY page.sequence DESC) FILTER (WHERE page.n < {limit}),",
+            f"(array_agg(page.id ORDER BY page.sequence DESC) FILTER (WHERE page.n < {limit}))[1]::text,",
+            f"(array_agg(page.id ORDER BY page.sequence) FILTER (WHERE page.n < {limit}))[1]::text,",
+            f"count(page.sequence) >= {limit},",
             other,
             "FROM",
             source,
         ]
-    )
+    ).encode()
 
 
-@cache
-def prepared_page(shape: _Shape) -> Prepared:
-    """The prepared statement of a page of this shape; `ReadModel.page_values` are its parameters."""
-    statement = _page_statement(shape)
-    prepare = f"PREPARE {shape.name} ({_PARAMETER_TYPES}) AS {statement}"
-    return Prepared(shape.name, prepare, f"EXECUTE {shape.name} (%s, %s, %s, %s)")
-
-
-PREPARED_ONE = Prepared.named("one_order", "SELECT document FROM buy_order_view WHERE id = :id", {"id": "uuid"})
+ONE_ORDER = b"SELECT document FROM buy_order_view WHERE id = $1"
 
 
 def _quoted(reference: str | None) -> bytes:
@@ -297,65 +286,54 @@ def page_shape(query: PageQuery) -> _Shape:
     )
 
 
-def page_values(query: PageQuery) -> tuple[Any, ...]:
-    """The parameters of `prepared_page(page_shape(query))`, in its order (`_PARAMETER_TYPES`)."""
-    return (query.page_size + 1, query.last_reference or query.first_reference, query.created_gte, query.created_lt)
+def page_values(query: PageQuery, shape: _Shape) -> tuple[Any, ...]:
+    """The values of `page_statement(shape)` that serve `query`, in its order (`_Shape.parameters`)."""
+    values = {
+        "limit": query.page_size + 1,
+        "reference": query.last_reference or query.first_reference,
+        "gte": query.created_gte,
+        "lt": query.created_lt,
+    }
+    return tuple(values[name] for name in shape.parameters)
 
 
 class ReadModel:
-    """The read model's queries. Each is one prepared statement, run on a thread (`fetch_page`,
-    `one_body`) or awaited on the event loop (`*_on_loop`, with `loop_connections`: those raise
-    `NoConnectionFree` when every loop connection is busy, and the caller takes the thread)."""
+    """The service's queries: each one statement, one round trip, on the service's one pool.
 
-    def __init__(self, engine: Engine, loop_connections: LoopConnections | None = None) -> None:
-        self.engine = engine
-        self.loop_connections = loop_connections
+    The statements' texts are fixed per shape, so the driver prepares each on a connection after
+    its first uses there (`db.PREPARE_THRESHOLD`; generic plans, `db.connect_args`); a prepared
+    statement the server forgot is prepared again by `db.run`. Outages are `ServiceUnavailable`.
+    """
 
-    def fetch_page(self, query: PageQuery) -> PageBody:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def fetch_page(self, query: PageQuery) -> PageBody:
         """The `GET /buy_orders` body, as `web.json_response` would encode the page."""
         shape = page_shape(query)
-        return _page_body(query, shape, self._fetch_one(prepared_page(shape), page_values(query)))
+        return _page_body(query, shape, await self._fetch_one(page_statement(shape), page_values(query, shape)))
 
-    async def fetch_page_on_loop(self, query: PageQuery) -> PageBody:
-        shape = page_shape(query)
-        return _page_body(query, shape, await self._fetch_one_on_loop(prepared_page(shape), page_values(query)))
+    async def one_body(self, order_id: uuid.UUID) -> bytes:
+        """The `GET /buy_orders/{id}` body: the stored document."""
+        return _one_body(order_id, await self._fetch_one(ONE_ORDER, (order_id,)))
 
-    def page_body(self, page_size: int, last_reference: uuid.UUID | None) -> bytes:
-        """The body of an unfiltered page older than `last_reference` (the newest page without one)."""
-        return self.fetch_page(PageQuery(page_size, last_reference)).body
-
-    def page(self, page_size: int, last_reference: uuid.UUID | None = None, **filters: Any) -> Page:
+    async def page(self, page_size: int, last_reference: uuid.UUID | None = None, **filters: Any) -> Page:
         """The page as data (tests, tools): the served body, decoded."""
-        body = orjson.loads(self.fetch_page(PageQuery(page_size, last_reference, **filters)).body)
+        body = orjson.loads((await self.fetch_page(PageQuery(page_size, last_reference, **filters))).body)
         return Page(body["buy_orders"], body["first_reference"], body["last_reference"], body["has_more"])
 
-    def one_body(self, order_id: uuid.UUID) -> bytes:
-        """The `GET /buy_orders/{id}` body: the stored document."""
-        return _one_body(order_id, self._fetch_one(PREPARED_ONE, (order_id,)))
+    async def _fetch_one(self, statement: bytes, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        with db.unavailable_on_outage("read-model"):
+            return await db.run(self.pool, partial(_first_row, statement, values))
 
-    async def one_body_on_loop(self, order_id: uuid.UUID) -> bytes:
-        return _one_body(order_id, await self._fetch_one_on_loop(PREPARED_ONE, (order_id,)))
 
-    def one(self, order_id: uuid.UUID) -> dict[str, Any]:
-        result: dict[str, Any] = orjson.loads(self.one_body(order_id))
-        return result
-
-    def present(self, order_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these orders the read model holds (one statement)."""
-        with unavailable_on_outage("read-model"), self.engine.connect() as connection:
-            return set(connection.execute(_PRESENT, {"ids": list(order_ids)}).scalars())
-
-    def _fetch_one(self, prepared: Prepared, values: Sequence[Any]) -> tuple[Any, ...] | None:
-        """One row of one prepared statement, without SQLAlchemy's per-execution work (measured:
-        +39% req/s at page_size=10; tuning log in benchmarks.md). Outages answer 503."""
-        with unavailable_on_outage("read-model"):
-            return fetch_prepared(self.engine, prepared, values)
-
-    async def _fetch_one_on_loop(self, prepared: Prepared, values: Sequence[Any]) -> tuple[Any, ...] | None:
-        if self.loop_connections is None:
-            raise NoConnectionFree("no connections on the loop")
-        with unavailable_on_outage("read-model"):
-            return await self.loop_connections.fetch_prepared(prepared, values)
+async def _first_row(
+    statement: bytes, values: tuple[Any, ...], connection: psycopg.AsyncConnection[Any]
+) -> tuple[Any, ...] | None:
+    """The first row of `statement` (`$n` placeholders: a raw cursor, no query parsing per call)."""
+    async with psycopg.AsyncRawCursor(connection) as cursor:
+        await cursor.execute(statement, values)
+        return await cursor.fetchone()
 
 
 def _page_body(query: PageQuery, shape: _Shape, row: tuple[Any, ...] | None) -> PageBody:
@@ -383,41 +361,3 @@ def _one_body(order_id: uuid.UUID, row: tuple[Any, ...] | None) -> bytes:
         raise OrderNotFound(f"no order with id {order_id} (yet: a new order may take a moment to appear)")
     found: str = row[0]
     return found.encode()
-
-
-def resource(order: Mapping[str, Any]) -> dict[str, Any]:
-    """The order resource (SPEC 3.3) from a read-model row's fields (money as stored: the event's text)."""
-    return orders.resource(*(order[name] for name in orders.RESOURCE_FIELDS))
-
-
-def document(order: Mapping[str, Any]) -> str:
-    """The served JSON of one order, encoded exactly as `web.json_response` encodes a body."""
-    return orjson.dumps(resource(order)).decode()
-
-
-def highest_sequence(connection: Connection) -> int:
-    """The newest projected order's sequence (0 when there is none)."""
-    return int(connection.execute(_HIGHEST_SEQUENCE).scalar_one())
-
-
-def event_row(event: BuyOrderCreated) -> dict[str, Any]:
-    """What `apply_created_events` takes of a validated event: its `order` fields and `event_id`."""
-    order = event.order
-    return {
-        "sequence": order.sequence,
-        "id": order.id,
-        "created_at": order.created_at,
-        "currency": order.currency.value,
-        "amount": order.amount,
-        "exchange_rate": order.exchange_rate,
-        "bitcoin_amount": order.bitcoin_amount,
-        "idempotence_key": order.idempotence_key,
-        "event_id": event.event_id,
-    }
-
-
-def apply_created_events(connection: Connection, orders: Sequence[dict[str, Any]]) -> None:
-    """Project validated `buy_order.created` events (their `order` plus `event_id`), in one statement."""
-    if orders:
-        rows = [{**order, "document": document(order)} for order in orders]
-        connection.execute(_UPSERT, {column: [row[column] for row in rows] for column in _COLUMNS})

@@ -1,15 +1,13 @@
 """fetch_buy_orders HTTP API: `GET /buy_orders` and `GET /buy_orders/{id}` (port 8778).
 
 The routes are module-level and reach their adapters through `deps`; `create_app` does no I/O
-(the adapters, the LISTEN connection included, are built by `bootstrap` when the app starts).
-The common case of `GET /buy_orders` (`query.plain_page_query`) is answered ahead of FastAPI's
-routing (`web.FastRoute`) by `page` below; the route answers every other request and documents
-the API.
+(the adapters, the pool and the LISTEN connection, are built by `bootstrap` when the app starts).
+Each route parses its parameters once (FastAPI's) and awaits the read model on the event loop.
 """
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -26,13 +24,7 @@ from btc_orders.services.fetch_buy_orders.arrivals import preferred_wait
 from btc_orders.services.fetch_buy_orders.bootstrap import FetchAdapters
 from btc_orders.services.fetch_buy_orders.bootstrap import bootstrap as build_adapters
 from btc_orders.services.fetch_buy_orders.deps import Adapters, settings_of
-from btc_orders.services.fetch_buy_orders.query import (
-    DEFAULT_PAGE_SIZE,
-    PageSize,
-    Timestamp,
-    link_header,
-    plain_page_query,
-)
+from btc_orders.services.fetch_buy_orders.query import DEFAULT_PAGE_SIZE, PageSize, Timestamp, link_header
 from btc_orders.services.resources import BuyOrderResource
 from btc_orders.settings import FetchBuyOrdersSettings
 
@@ -113,18 +105,12 @@ async def list_buy_orders(
         created_gte,
         created_lt,
     )
-    return await page(request, adapters, query)
-
-
-async def page(request: Request, adapters: FetchAdapters, query: PageQuery) -> Response:
-    """The answer to a well-formed `GET /buy_orders`: the route's, and the fast route's (`query.plain_page_query`)."""
-    read_model = adapters.read_model
-    body = await web.on_loop_or_thread(adapters.executor, read_model.fetch_page_on_loop, read_model.fetch_page, query)
-    reference = query.last_reference or query.first_reference
+    page = await adapters.read_model.fetch_page(query)
+    reference = last_reference or first_reference
     link = link_header(
-        request.url.path, request.query_params.multi_items(), body, str(reference) if reference else None
+        request.url.path, request.query_params.multi_items(), page, str(reference) if reference else None
     )
-    return Response(body.body, media_type="application/json", headers={"Link": link} if link else None)
+    return Response(page.body, media_type="application/json", headers={"Link": link} if link else None)
 
 
 @router.get(
@@ -158,8 +144,7 @@ async def get_buy_order(request: Request, order_id: uuid.UUID, adapters: Adapter
 
 
 async def _one(adapters: FetchAdapters, order_id: uuid.UUID, headers: dict[str, str] | None = None) -> Response:
-    read_model = adapters.read_model
-    body = await web.on_loop_or_thread(adapters.executor, read_model.one_body_on_loop, read_model.one_body, order_id)
+    body = await adapters.read_model.one_body(order_id)
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -188,11 +173,8 @@ def _not_found(missing: OrderNotFound, applied: dict[str, str]) -> Response:
 
 def create_app(
     settings: FetchBuyOrdersSettings,
-    bootstrap: Callable[[FetchBuyOrdersSettings], startup.Adapters] = build_adapters,
+    bootstrap: Callable[[FetchBuyOrdersSettings], Awaitable[startup.Adapters]] = build_adapters,
 ) -> FastAPI:
-    # The page's common case is answered ahead of FastAPI's routing (`web.FastRoute`); the route
-    # answers the rest, and documents the API.
-    fast_path = web.fast_route(router, list_buy_orders, plain_page_query, page)
-    app = startup.http_app("fetch_buy_orders", DESCRIPTION, settings, bootstrap, middleware=[fast_path])
+    app = startup.http_app("fetch_buy_orders", DESCRIPTION, settings, bootstrap)
     app.include_router(router)
     return app

@@ -1,28 +1,29 @@
 """Read your own write: requests waiting for orders to land in the read model, woken by NOTIFY.
 
-One LISTEN connection per process, read from the event loop (`add_reader`): the read model's
-trigger notifies `buy_order_view_inserted` once per projected batch with the new ids (migration
-0003), and only the waiters of those ids are woken; each then reads its order once. Waiting
-requests never poll the database. The number of waiters is bounded: past the bound (or while the
-listening connection is down) a request is answered at once, as without `Prefer: wait`.
+One LISTEN connection per process, outside the pool: a psycopg `AsyncConnection` in autocommit
+whose notifications are awaited on the event loop. The read model's trigger notifies
+`buy_order_view_inserted` once per projected batch with the new ids (migration 0003), and only
+the waiters of those ids are woken; each then reads its order once. Waiting requests never poll
+the database. The number of waiters is bounded: past the bound (or while the listening connection
+is down) a request is answered at once, as without `Prefer: wait`.
 
-A lost connection is reopened with backoff; every waiter is then woken to look once, since what
-was notified in between is lost.
+A lost connection (found at once when the server closes it, within seconds by the keepalives of
+`db.connect_args` when the network goes silent) is reopened with bounded backoff; every waiter is
+woken as it is lost and again once listening resumes, to look once, since what was notified in
+between is lost.
 """
 
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-import anyio
-import anyio.to_thread
-import psycopg2
-import psycopg2.extensions
+import psycopg
 
 from btc_orders import logs
+from btc_orders.adapters import db
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,19 @@ CHANNEL = "buy_order_view_inserted"
 EVERYTHING = "*"  # a notification meaning: many rows landed, every waiter looks
 _BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
-Connect = Callable[[], psycopg2.extensions.connection]
+Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
+
+
+def connector(url: str, application_name: str) -> Connect:
+    """Opens the LISTEN connection: autocommit (never idle in a transaction), the suite's connection
+    parameters (a connect deadline; keepalives: a silently dead network is noticed in seconds)."""
+    target = db.conninfo(url)
+    arguments = db.connect_args(application_name)
+
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(target, autocommit=True, **arguments)
+
+    return connect
 
 
 class Arrivals:
@@ -39,15 +52,12 @@ class Arrivals:
         self.max_waiters = max_waiters
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._count = 0
-        self._connection: psycopg2.extensions.connection | None = None
-        self._fd: int | None = None  # the connection's socket, kept: a closed connection has no fileno()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listening = False
         self._keeper: asyncio.Task[None] | None = None
-        self._lost = asyncio.Event()
 
     @property
     def listening(self) -> bool:
-        return self._connection is not None
+        return self._listening
 
     @property
     def waiting(self) -> int:
@@ -55,7 +65,6 @@ class Arrivals:
 
     async def start(self) -> None:
         """Listen from now on (in the background: a database away at start is retried)."""
-        self._loop = asyncio.get_running_loop()
         self._keeper = asyncio.create_task(self._keep_listening())
 
     async def stop(self) -> None:
@@ -63,12 +72,12 @@ class Arrivals:
             self._keeper.cancel()
             with suppress(asyncio.CancelledError):
                 await self._keeper
-        self._close()
+            self._keeper = None
 
     @contextmanager
     def wait_for(self, order_id: uuid.UUID) -> Iterator[asyncio.Event | None]:
         """An event set when `order_id` may have landed; None when no wait can be offered."""
-        if not self.listening or self._count >= self.max_waiters:
+        if not self._listening or self._count >= self.max_waiters:
             yield None
             return
         key = str(order_id)
@@ -87,66 +96,48 @@ class Arrivals:
     async def _keep_listening(self) -> None:
         attempt = 0
         while True:
+            connection: psycopg.AsyncConnection[Any] | None = None
             try:
-                connection = await anyio.to_thread.run_sync(self._open, limiter=anyio.CapacityLimiter(1))
-            except psycopg2.Error as error:
+                connection = await self._connect()
+                await connection.execute(f"LISTEN {CHANNEL}")
+                attempt = 0
+                self._listening = True
+                logs.event(log, "listening", channel=CHANNEL)
+                self._wake_all()  # what landed while nobody listened was not notified: look once
+                async for notify in connection.notifies():
+                    self._landed(notify.payload)
+            except psycopg.Error as error:  # refused, or lost (the server went away, or the network)
+                lost = self._listening
+                await self._stopped_listening(connection)
                 delay = _BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)]
                 attempt += 1
-                logs.event(log, "listen_failed", logging.WARNING, reason=str(error).strip(), retry_in_s=delay)
+                event = "listen_lost" if lost else "listen_failed"
+                logs.event(log, event, logging.WARNING, reason=db.first_line(error), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                continue
-            attempt = 0
-            self._connection, self._fd = connection, connection.fileno()
-            self._lost.clear()
-            assert self._loop is not None
-            self._loop.add_reader(self._fd, self._readable)
-            logs.event(log, "listening", channel=CHANNEL)
-            self._wake_all()  # what landed while nobody listened was not notified: look once
-            await self._lost.wait()
+            finally:
+                await self._stopped_listening(connection)
 
-    def _open(self) -> psycopg2.extensions.connection:
-        connection = self._connect()
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f"LISTEN {CHANNEL}")
-        return connection
-
-    def _readable(self) -> None:
-        connection = self._connection
-        if connection is None:
-            return
-        try:
-            connection.poll()
-        except psycopg2.Error as error:  # the server went away (or the network): listen again
-            logs.event(log, "listen_lost", logging.WARNING, reason=str(error).strip())
-            self._close()
+    async def _stopped_listening(self, connection: psycopg.AsyncConnection[Any] | None) -> None:
+        """Offer no more waits, and wake every waiter to look once: a landing may go unnotified now."""
+        if self._listening:
+            self._listening = False
             self._wake_all()
-            self._lost.set()
+        if connection is not None:
+            with suppress(psycopg.Error):
+                await connection.close()
+
+    def _landed(self, payload: str) -> None:
+        if payload == EVERYTHING:
+            self._wake_all()
             return
-        notifies: list[Any] = connection.notifies
-        while notifies:
-            payload: str = notifies.pop(0).payload
-            if payload == EVERYTHING:
-                self._wake_all()
-                continue
-            for key in payload.split(","):
-                for event in self._waiters.get(key, ()):
-                    event.set()
+        for key in payload.split(","):
+            for event in self._waiters.get(key, ()):
+                event.set()
 
     def _wake_all(self) -> None:
         for waiters in self._waiters.values():
             for event in waiters:
                 event.set()
-
-    def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        fd, self._fd = self._fd, None
-        if self._loop is not None and fd is not None:
-            # before anything else: a reader left on a dead socket would be called in a busy loop
-            self._loop.remove_reader(fd)
-        if connection is not None:
-            with suppress(psycopg2.Error):
-                connection.close()
 
 
 def preferred_wait(prefer_headers: list[str]) -> int | None:

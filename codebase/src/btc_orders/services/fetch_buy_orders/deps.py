@@ -1,7 +1,7 @@
 """What fetch_buy_orders' routes depend on (FastAPI `Depends`): the adapters its lifespan built.
 
 One async getter (it runs on the event loop: no thread hop, and one dependency per request);
-`web.FastRoute` reads `app.state.adapters` as it does.
+tests override it (`app.dependency_overrides`) or set `app.state.adapters`.
 """
 
 from typing import Annotated

@@ -1,17 +1,15 @@
-"""The query parameters of `GET /buy_orders` that need more than a type: the page size, timestamps,
-links, and what `web.FastRoute` takes of the route: its plainly well-formed common case."""
+"""The query parameters of `GET /buy_orders` that need more than a type (the page size, timestamps)
+and the `Link` header of a page."""
 
 import re
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
-from fastapi import Request
-from pydantic import BeforeValidator, Field, TypeAdapter, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from btc_orders.adapters.read_model import PageBody, PageQuery
+from btc_orders.adapters.read_model import PageBody
 
 PageSize = Annotated[int, Field(ge=1, le=1000)]
 DEFAULT_PAGE_SIZE = 10
@@ -50,30 +48,6 @@ Timestamp = Annotated[
 ]
 
 REFERENCES = ("last_reference", "first_reference")
-
-_PLAIN_NAMES = frozenset({"page_size", *REFERENCES})
-_PAGE_SIZE: TypeAdapter[int] = TypeAdapter(PageSize)
-_REFERENCE: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
-
-
-def plain_page_query(request: Request, _body: bytes) -> PageQuery | None:
-    """The page a plainly well-formed request asks for, or None: FastAPI's route answers it.
-
-    Plainly well formed: no parameters but `page_size` and one reference at most, each given once
-    and valid. Filters, and anything the route might refuse, are the route's.
-    """
-    given = request.query_params
-    if len(given) != len(given.multi_items()) or not given.keys() <= _PLAIN_NAMES:
-        return None
-    if "last_reference" in given and "first_reference" in given:
-        return None
-    try:
-        page_size = _PAGE_SIZE.validate_python(given["page_size"]) if "page_size" in given else DEFAULT_PAGE_SIZE
-        last = _REFERENCE.validate_python(given["last_reference"]) if "last_reference" in given else None
-        first = _REFERENCE.validate_python(given["first_reference"]) if "first_reference" in given else None
-    except Exception:  # whatever it is, the route answers it, in its own words
-        return None
-    return PageQuery(page_size, last, first)
 
 
 def link_header(path: str, query: Iterable[tuple[str, str]], page: PageBody, reference: str | None) -> str | None:

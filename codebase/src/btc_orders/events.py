@@ -2,19 +2,29 @@
 
 Body: `{"event_id", "type": "buy_order.created", "version": 1, "occurred_at",
 "request_id", "order": {...the order resource plus "sequence"}}`. Money travels
-as the exact decimal strings of the API.
+as the exact decimal strings of the API. The `order`'s fields, their types and their order follow
+from the order's declaration (`domain.orders.FIELDS`).
+
+Compatible one version either way (a rolling upgrade dead-letters nothing): a reader ignores a
+field it does not know, in the envelope and in the `order`, and a field that is optional in the
+declaration (nullable) may be absent. So a new optional field keeps `version` 1: an old worker
+reads a new event without it, a new worker reads an old event with it `null`. What is declared
+stays strict: types, money formats, the required fields, `type` and `version`. A change an old
+reader cannot read (a field removed, renamed or retyped, a new required field) is a new
+`version`, which the reader refuses until it is upgraded: workers first, then writers.
 """
 
+import enum
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 
-from btc_orders.domain import money
-from btc_orders.domain.orders import BuyOrder, Currency
+from btc_orders.domain import money, orders
+from btc_orders.domain.orders import BuyOrder, Currency, Kind, OrderField
 
 EVENT_TYPE = "buy_order.created"
 EVENT_VERSION = 1
@@ -22,14 +32,14 @@ EVENT_VERSION = 1
 
 def created_event(order: BuyOrder, event_id: uuid.UUID, request_id: str | None) -> str:
     """The event body for a stored order, as JSON text."""
-    resource = order.resource()
+    values = order.event_order()
     body: dict[str, Any] = {
         "event_id": str(event_id),
         "type": EVENT_TYPE,
         "version": EVENT_VERSION,
-        "occurred_at": resource["created_at"],
+        "occurred_at": values["created_at"],
         "request_id": request_id,
-        "order": {**resource, "sequence": order.sequence},
+        "order": values,
     }
     return orjson.dumps(body).decode()
 
@@ -45,24 +55,70 @@ DecimalText = Annotated[
 SCHEMA_PATH = Path(__file__).parent / "contracts" / "buy_order.created.v1.schema.json"
 
 
-class OrderPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# How the event writes each kind of value; what the reader takes for it.
+_ANNOTATIONS: dict[Kind, Any] = {
+    orders.UUID: uuid.UUID,
+    orders.SEQUENCE: Annotated[int, Field(gt=0)],
+    orders.TIMESTAMP: datetime,
+    orders.CURRENCY: Currency,
+    orders.FIAT: DecimalText,
+    orders.RATE: DecimalText,
+    orders.BTC: DecimalText,
+    orders.CLIENT_REFERENCE: Annotated[
+        str, StringConstraints(pattern=orders.CLIENT_ORDER_ID_PATTERN, max_length=orders.CLIENT_ORDER_ID_MAX_LENGTH)
+    ],
+}
 
-    id: uuid.UUID
-    sequence: int = Field(gt=0)
-    created_at: datetime
-    currency: Currency
-    amount: DecimalText
-    exchange_rate: DecimalText
-    bitcoin_amount: DecimalText
-    idempotence_key: uuid.UUID
+
+class OrderValues(BaseModel):
+    """The event's `order`, as read: `OrderPayload`, whose fields follow from the declaration."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_extra={"additionalProperties": True})
+
+    if TYPE_CHECKING:  # each declared field is an attribute (the model is built from the declaration)
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    def values(self) -> dict[str, Any]:
+        """The declared fields' values by name (an enum as its value: the currency's code)."""
+        return {name: _plain(getattr(self, name)) for name in type(self).model_fields}
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _payload_field(field: OrderField) -> tuple[Any, Any]:
+    annotation = _ANNOTATIONS[field.kind]
+    described = Field(
+        default=None if field.nullable else ...,
+        description=field.description,
+        examples=[field.example] if field.example else None,
+    )
+    return (annotation | None if field.nullable else annotation), described
+
+
+def order_payload_model(order_fields: tuple[OrderField, ...] = orders.FIELDS) -> type[OrderValues]:
+    """The model of the event's `order` for these declared fields (`orders.event_fields`)."""
+    definitions: dict[str, Any] = {field.name: _payload_field(field) for field in orders.event_fields(order_fields)}
+    return create_model("OrderPayload", __base__=OrderValues, __module__=__name__, **definitions)
+
+
+if TYPE_CHECKING:
+    OrderPayload = OrderValues
+else:
+    OrderPayload = order_payload_model()
 
 
 class BuyOrderCreated(BaseModel):
     """`buy_order.created` v1. Its JSON Schema is `contracts/buy_order.created.v1.schema.json`
-    (generated from this model: `python -m btc_orders.events > that file`; a test keeps them equal)."""
+    (generated from this model: `python -m btc_orders.events > that file`; a test keeps them equal).
+    A reader ignores the fields it does not know, here and in `order`, and takes a missing optional
+    field as null: a new optional field keeps version 1; any other change is a new version."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="buy_order.created v1")
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, title="buy_order.created v1", json_schema_extra={"additionalProperties": True}
+    )
 
     event_id: uuid.UUID
     type: Literal["buy_order.created"]

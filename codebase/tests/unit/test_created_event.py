@@ -1,12 +1,17 @@
 """The `buy_order.created` event's exact text: the relay renders it from the stored order every time
 a row is sent (adapters/outbox.py), so a change of a key, its order or a format changes the contract."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
+from pydantic import ValidationError
+
+from btc_orders.domain import orders
 from btc_orders.domain.orders import BuyOrder, Currency
-from btc_orders.events import created_event, parse_created_event
+from btc_orders.events import BuyOrderCreated, InvalidEvent, created_event, order_payload_model, parse_created_event
 
 ORDER = BuyOrder(
     id=uuid.UUID("7a0b0a3e-4b1c-4f1e-9e62-3c0c4c7a3f10"),
@@ -40,3 +45,66 @@ def test_without_a_request_id_it_is_null_and_the_worker_reads_the_order_back() -
         "10.50",
         datetime(2026, 11, 24, 12, 0, 0, 5, tzinfo=UTC),
     )
+
+
+# Readable one version either way: the reader of today and the reader of the next version (the
+# declaration with `client_order_id`, as phase 2 of issue 24 makes it) read each other's events.
+
+NEXT_PAYLOAD = order_payload_model((*orders.FIELDS, orders.CLIENT_ORDER_ID))
+
+
+class NextBuyOrderCreated(BuyOrderCreated):
+    order: NEXT_PAYLOAD
+
+
+def _with_order(**changes: object) -> bytes:
+    event = json.loads(created_event(ORDER, EVENT_ID, None))
+    event["order"].update(changes)
+    return json.dumps(event).encode()
+
+
+def test_todays_reader_ignores_a_field_a_newer_writer_added() -> None:
+    newer = _with_order(client_order_id="shop-42/A")
+    assert parse_created_event(newer) == parse_created_event(created_event(ORDER, EVENT_ID, None).encode())
+
+
+def test_the_next_reader_reads_todays_event_without_the_optional_field() -> None:
+    today = created_event(ORDER, EVENT_ID, None)
+    event = NextBuyOrderCreated.model_validate_json(today)
+    assert event.order.client_order_id is None
+    assert event.order.values() == {**parse_created_event(today.encode()).order.values(), "client_order_id": None}
+
+
+def test_the_next_reader_reads_the_field_and_keeps_it_strict() -> None:
+    assert NextBuyOrderCreated.model_validate_json(_with_order(client_order_id="shop-42/A")).order.client_order_id == (
+        "shop-42/A"
+    )
+    for bad in ["", "x" * 65, "é", "tab\there", 42]:
+        with pytest.raises(ValidationError):
+            NextBuyOrderCreated.model_validate_json(_with_order(client_order_id=bad))
+
+
+def test_what_is_declared_stays_strict_whatever_else_comes() -> None:
+    for changes in [{"amount": "1e3"}, {"amount": 10.5}, {"sequence": 0}, {"currency": "JPY"}, {"id": "x"}]:
+        with pytest.raises(InvalidEvent):
+            parse_created_event(_with_order(client_order_id="shop-42/A", **changes))
+    event = json.loads(_with_order())
+    del event["order"]["idempotence_key"]
+    with pytest.raises(InvalidEvent):
+        parse_created_event(json.dumps(event).encode())
+
+
+def test_the_order_payload_follows_the_declaration() -> None:
+    order = parse_created_event(created_event(ORDER, EVENT_ID, None).encode()).order
+    assert list(type(order).model_fields) == list(orders.EVENT_FIELDS)
+    assert order.values() == {
+        **ORDER.event_order(),
+        "id": ORDER.id,
+        "idempotence_key": ORDER.idempotence_key,
+        "created_at": datetime(2026, 11, 24, 12, 0, 0, 5, tzinfo=UTC),
+    }
+
+
+def test_every_kind_of_value_has_its_annotation() -> None:
+    every_kind = tuple(orders.OrderField(kind.name.replace(" ", "_"), kind) for kind in orders.KINDS)
+    assert list(order_payload_model(every_kind).model_fields) == [field.name for field in every_kind]

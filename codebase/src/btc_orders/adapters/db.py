@@ -7,6 +7,7 @@ The URL is read by libpq itself (`conninfo`), so every form users are given work
 multi-host form with `target_session_attrs` included.
 """
 
+import asyncio
 import select
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -157,17 +158,32 @@ def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.Async
     autocommit, each checked as it leaves the pool (`_unbroken`). A request that finds every
     connection busy for CONNECT_TIMEOUT_SECONDS gets `psycopg_pool.PoolTimeout`, an outage (a 503);
     a connection lost in use is replaced by the pool in the background."""
-    return psycopg_pool.AsyncConnectionPool(
+    sweeps: set[asyncio.Task[None]] = set()
+
+    async def check(connection: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await _unbroken(connection)
+        except psycopg.OperationalError:
+            # The server closed one: it most likely closed the others too (a restart, a failover). The
+            # pool waits a second before it hands out another, so every idle one is checked now, and
+            # replaced meanwhile: the request that found this one waits that second, never fails.
+            sweep = asyncio.ensure_future(pool.check())
+            sweeps.add(sweep)
+            sweep.add_done_callback(sweeps.discard)
+            raise
+
+    pool = psycopg_pool.AsyncConnectionPool(
         conninfo(url),
         kwargs={**connect_args(application_name), "autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
         min_size=size,
         max_size=size,
         open=False,
-        check=_unbroken,
+        check=check,
         timeout=CONNECT_TIMEOUT_SECONDS,
         max_lifetime=1800,
         name=application_name,
     )
+    return pool
 
 
 T = TypeVar("T")

@@ -1,8 +1,7 @@
 """fetch_buy_orders' routes in process: parameters, `Link`, `Prefer: wait` and the error mapping.
 
 The app is built as it serves (`create_app` does no I/O) with in-memory fakes as its read model
-and arrivals. Every test of a `client` runs as the service serves (the common page answered by its
-`web.FastRoute`, the rest by the FastAPI route) and with the FastAPI route alone, the contract.
+and arrivals.
 """
 
 import asyncio
@@ -16,16 +15,12 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from btc_orders.adapters.db_loop import NoConnectionFree
 from btc_orders.adapters.read_model import PageBody, PageQuery
 from btc_orders.domain.errors import OrderNotFound, ServiceUnavailable, UnknownReference
 from btc_orders.services.fetch_buy_orders import deps
 from btc_orders.services.fetch_buy_orders.app import create_app
 from btc_orders.settings import FetchBuyOrdersSettings
-from tests.support.fast_routes import fast_routes_of, mostly, without_fast_routes
 
 SETTINGS = FetchBuyOrdersSettings(READ_MODEL_DB_URL="postgresql://nowhere/read", READ_YOUR_WRITE_MAX_WAIT_SECONDS=5)
 ORDER_ID = uuid.uuid4()
@@ -57,24 +52,21 @@ class FakeArrivals:
 
 @dataclass
 class FakeReadModel:
-    """Pages and orders as stored documents; `missing` misses before the order is found.
-    `loop_busy`: every statement on the event loop finds no connection free (the thread serves)."""
+    """Pages and orders as stored documents; `missing` misses before the order is found."""
 
     arrivals: FakeArrivals
-    loop_busy: bool = False
-    served_on_loop: int = 0
     page: PageBody = field(default_factory=lambda: PageBody(b'{"buy_orders":[]}', None, None, False, False))
     queries: list[PageQuery] = field(default_factory=list)
     missing: int = 0
     failure: Exception | None = None
 
-    def fetch_page(self, query: PageQuery) -> PageBody:
+    async def fetch_page(self, query: PageQuery) -> PageBody:
         self.queries.append(query)
         if self.failure is not None:
             raise self.failure
         return self.page
 
-    def one_body(self, order_id: uuid.UUID) -> bytes:
+    async def one_body(self, order_id: uuid.UUID) -> bytes:
         if self.failure is not None:
             raise self.failure
         if order_id != ORDER_ID or self.missing:
@@ -83,40 +75,26 @@ class FakeReadModel:
             raise OrderNotFound(f"no buy order has id {order_id}")
         return ORDER
 
-    async def fetch_page_on_loop(self, query: PageQuery) -> PageBody:
-        if self.loop_busy:
-            raise NoConnectionFree("busy")
-        self.served_on_loop += 1
-        return self.fetch_page(query)
-
-    async def one_body_on_loop(self, order_id: uuid.UUID) -> bytes:
-        if self.loop_busy:
-            raise NoConnectionFree("busy")
-        self.served_on_loop += 1
-        return self.one_body(order_id)
-
 
 @pytest.fixture
 def arrivals() -> FakeArrivals:
     return FakeArrivals()
 
 
-@pytest.fixture(params=[False, True], ids=["on the loop", "loop busy"])
-def read_model(arrivals: FakeArrivals, request: pytest.FixtureRequest) -> FakeReadModel:
-    return FakeReadModel(arrivals, loop_busy=request.param)
+@pytest.fixture
+def read_model(arrivals: FakeArrivals) -> FakeReadModel:
+    return FakeReadModel(arrivals)
 
 
-def app_with(read_model: FakeReadModel, arrivals: FakeArrivals, fast_path: bool = True) -> FastAPI:
+def app_with(read_model: FakeReadModel, arrivals: FakeArrivals) -> FastAPI:
     app = create_app(SETTINGS)
-    # executor None: the blocking calls run on the event loop's default threads
-    app.state.adapters = SimpleNamespace(read_model=read_model, arrivals=arrivals, executor=None)
-    assert fast_routes_of(app) == 1
-    return app if fast_path else without_fast_routes(app)
+    app.state.adapters = SimpleNamespace(read_model=read_model, arrivals=arrivals)
+    return app
 
 
-@pytest.fixture(params=[True, False], ids=["as served", "route alone"])
-def client(read_model: FakeReadModel, arrivals: FakeArrivals, request: pytest.FixtureRequest) -> TestClient:
-    return TestClient(app_with(read_model, arrivals, request.param))
+@pytest.fixture
+def client(read_model: FakeReadModel, arrivals: FakeArrivals) -> TestClient:
+    return TestClient(app_with(read_model, arrivals))
 
 
 def test_a_page_is_the_read_models_body_with_the_query_it_asked_for(
@@ -204,58 +182,19 @@ def test_prefer_wait_without_a_wait_on_offer_is_answered_at_once(client: TestCli
     assert "preference-applied" not in response.headers
 
 
-def test_pages_and_orders_are_read_on_the_loop_and_on_a_thread_when_its_connections_are_busy(
-    client: TestClient, read_model: FakeReadModel
-) -> None:
-    assert client.get("/buy_orders").status_code == 200
-    assert client.get(f"/buy_orders/{ORDER_ID}").status_code == 200
-    assert read_model.served_on_loop == (0 if read_model.loop_busy else 2)
-
-
-def test_the_common_page_is_answered_ahead_of_the_route_and_every_other_by_it(arrivals: FakeArrivals) -> None:
-    app = app_with(FakeReadModel(arrivals), arrivals)
+def test_dependency_overrides_serve_every_request(arrivals: FakeArrivals) -> None:
+    app = create_app(SETTINGS)  # no adapters in app.state: only the override provides them
     resolved: list[object] = []
+    adapters = SimpleNamespace(read_model=FakeReadModel(arrivals), arrivals=arrivals)
 
-    def adapters_of_the_route() -> object:  # what FastAPI's dependency solving asks for
+    def overridden() -> object:
         resolved.append(object())
-        return app.state.adapters
+        return adapters
 
-    app.dependency_overrides[deps.get_adapters] = adapters_of_the_route
+    app.dependency_overrides[deps.get_adapters] = overridden
     client = TestClient(app)
-    for params in ({}, {"page_size": "5"}, {"page_size": "5", "last_reference": str(uuid.uuid4())}):
+    reference = str(uuid.uuid4())
+    for params in ({}, {"page_size": "5"}, {"page_size": "5", "last_reference": reference}, {"currency": "USD"}):
         assert client.get("/buy_orders", params=params).status_code == 200
-    assert resolved == []
-    assert client.get("/buy_orders", params={"currency": "USD"}).status_code == 200  # a filter: the route's
-    assert len(resolved) == 1
-
-
-_REFERENCE = "5fa733ae-82b4-4ac0-8478-35ff30dae879"
-
-
-# A query's parameters: each well formed more often than not, or one of the ways it can be wrong.
-_PARAMETER = (
-    st.tuples(st.just("page_size"), mostly(["5", "1000"], ["0", "1001", "-1", "+5", " 5", "5.0", "x", ""]))
-    | st.tuples(
-        st.sampled_from(["last_reference", "first_reference"]),
-        mostly([_REFERENCE, str(uuid.UUID(int=1))], [_REFERENCE.replace("-", ""), _REFERENCE.upper(), "nope", ""]),
-    )
-    | st.tuples(st.sampled_from(["currency", "created_lt", "other"]), st.sampled_from(["USD", "CHF", ""]))
-)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(query=st.lists(_PARAMETER, max_size=4), found=st.booleans())
-def test_generated_queries_are_answered_alike_as_served_and_by_the_route_alone(
-    query: list[tuple[str, str]], found: bool
-) -> None:
-    answers, asked = [], []
-    for fast_path in (True, False):
-        arrivals = FakeArrivals()
-        read_model = FakeReadModel(arrivals, page=PageBody(b"{}", _REFERENCE, _REFERENCE, True, True))
-        if not found:
-            read_model.failure = UnknownReference("no order has that id")
-        response = TestClient(app_with(read_model, arrivals, fast_path)).get("/buy_orders", params=query)
-        answers.append((response.status_code, response.content, response.headers.get("link")))
-        asked.append(read_model.queries)
-    assert answers[0] == answers[1]
-    assert asked[0] == asked[1]
+    assert client.get(f"/buy_orders/{ORDER_ID}").content == ORDER
+    assert len(resolved) == 5

@@ -1,18 +1,21 @@
 """The one LISTEN connection of a fetch_buy_orders process, on a real Postgres: it wakes only the
-waiters of the orders that landed, and comes back after its connection was killed."""
+waiters of the orders that landed, and comes back after its connection was killed, waking every
+waiter to look again (what landed in between was not notified)."""
 
 import asyncio
+import itertools
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio.to_thread
-import psycopg2
-import psycopg2.extensions
+import psycopg
+import pytest
 from sqlalchemy import Engine
 
-from btc_orders.adapters.read_model import apply_created_events
-from btc_orders.services.fetch_buy_orders.arrivals import Arrivals
-from tests.support.services import Databases, admin_connection, dsn
+from btc_orders.adapters.projection import apply_created_events
+from btc_orders.services.fetch_buy_orders.arrivals import Arrivals, connector
+from tests.support.services import Databases, admin_connection
 
 NAME = "arrivals_test"
 
@@ -32,14 +35,9 @@ def order(sequence: int) -> dict[str, object]:
 
 
 def listening_backends(database: str) -> list[int]:
-    connection = admin_connection()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s", (database, NAME)
-        )
-        pids = [row[0] for row in cursor.fetchall()]
-    connection.close()
-    return pids
+    with admin_connection() as connection:
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s"
+        return [pid for (pid,) in connection.execute(query, (database, NAME)).fetchall()]
 
 
 async def until(predicate: object, seconds: float = 20) -> None:
@@ -49,44 +47,66 @@ async def until(predicate: object, seconds: float = 20) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_only_the_landed_ids_are_woken_and_a_killed_connection_is_reopened(
+@pytest.mark.anyio
+async def test_only_the_landed_ids_are_woken_and_a_killed_connection_is_reopened(
     databases: Databases, read_engine: Engine
 ) -> None:
-    def connect() -> psycopg2.extensions.connection:
-        return psycopg2.connect(dsn(databases.read_name), application_name=NAME)
-
     def project(*rows: dict[str, object]) -> None:
         with read_engine.begin() as connection:
             apply_created_events(connection, list(rows))
 
-    async def scenario() -> None:
-        arrivals = Arrivals(connect, max_waiters=2)
-        await arrivals.start()
-        try:
-            await until(lambda: arrivals.listening)
-            a, b, c = order(1), order(2), order(3)
-            with arrivals.wait_for(a["id"]) as landed_a, arrivals.wait_for(b["id"]) as landed_b:  # type: ignore[arg-type]
-                assert landed_a is not None and landed_b is not None
-                with arrivals.wait_for(c["id"]) as refused:  # type: ignore[arg-type]
-                    assert refused is None  # past the bound: no wait offered
-                await anyio.to_thread.run_sync(project, a)
-                await asyncio.wait_for(landed_a.wait(), 20)
-                assert not landed_b.is_set()  # another order's landing wakes nobody else
-            assert arrivals.waiting == 0
+    arrivals = Arrivals(connector(databases.read_url, NAME), max_waiters=2)
+    await arrivals.start()
+    try:
+        await until(lambda: arrivals.listening)
+        a, b, c = order(1), order(2), order(3)
+        with arrivals.wait_for(a["id"]) as landed_a, arrivals.wait_for(b["id"]) as landed_b:  # type: ignore[arg-type]
+            assert landed_a is not None and landed_b is not None
+            with arrivals.wait_for(c["id"]) as refused:  # type: ignore[arg-type]
+                assert refused is None  # past the bound: no wait offered
+            await anyio.to_thread.run_sync(project, a)
+            await asyncio.wait_for(landed_a.wait(), 20)
+            assert not landed_b.is_set()  # another order's landing wakes nobody else
+        assert arrivals.waiting == 0
 
-            (first_pid,) = listening_backends(databases.read_name)
-            killer = admin_connection()
-            with killer.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
-            killer.close()
-            await until(lambda: listening_backends(databases.read_name) not in ([], [first_pid]) and arrivals.listening)
-            with arrivals.wait_for(c["id"]) as landed_c:  # type: ignore[arg-type]
-                assert landed_c is not None
-                landed_c.clear()  # the reconnection wakes every waiter once; only the landing counts now
-                await anyio.to_thread.run_sync(project, c)
-                await asyncio.wait_for(landed_c.wait(), 20)
-        finally:
-            await arrivals.stop()
-        assert listening_backends(databases.read_name) == []
+        (first_pid,) = listening_backends(databases.read_name)
+        with arrivals.wait_for(b["id"]) as across:  # type: ignore[arg-type]
+            assert across is not None
+            with admin_connection() as killer:
+                killer.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
+            await asyncio.wait_for(across.wait(), 20)  # the loss wakes it: it looks once
+            across.clear()  # before the backoff is over
+            await asyncio.wait_for(across.wait(), 20)  # and once more when listening resumes
+            assert arrivals.listening
+        assert listening_backends(databases.read_name) not in ([], [first_pid])
+        with arrivals.wait_for(c["id"]) as landed_c:  # type: ignore[arg-type]
+            assert landed_c is not None
+            await anyio.to_thread.run_sync(project, c)
+            await asyncio.wait_for(landed_c.wait(), 20)
+    finally:
+        await arrivals.stop()
+    assert not arrivals.listening
+    assert listening_backends(databases.read_name) == []
 
-    asyncio.run(scenario())
+
+@pytest.mark.anyio
+async def test_a_database_away_at_start_is_listened_to_once_it_answers() -> None:
+    """The listener starts whatever the database's state, retries with bounded backoff, and offers
+    no wait until it listens."""
+    attempts: list[float] = []
+
+    async def refused() -> Any:
+        attempts.append(asyncio.get_running_loop().time())
+        raise psycopg.OperationalError("connection refused")
+
+    arrivals = Arrivals(refused, max_waiters=10)
+    await arrivals.start()
+    try:
+        await until(lambda: len(attempts) >= 4)
+        with arrivals.wait_for(uuid.uuid4()) as offered:
+            assert offered is None  # not listening: answered at once
+        assert not arrivals.listening
+        gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+        assert gaps == sorted(gaps) and all(0.1 < gap < 5 for gap in gaps), gaps  # backed off, and bounded
+    finally:
+        await arrivals.stop()

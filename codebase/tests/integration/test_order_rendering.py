@@ -9,6 +9,7 @@ function of migration 0002 (rows inserted without a document), and the admin rep
 write model's rows). Each must be the answer's bytes.
 """
 
+import asyncio
 import uuid
 from decimal import Decimal
 
@@ -17,12 +18,15 @@ import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import outbox
-from btc_orders.adapters.read_model import ReadModel, apply_created_events, event_row
-from btc_orders.adapters.write_model import WriteModel
+from btc_orders.adapters.projection import apply_created_events, event_row
+from btc_orders.adapters.read_model import ReadModel
 from btc_orders.admin.reconcile import reconcile
 from btc_orders.domain import money
 from btc_orders.domain.orders import RESOURCE_FIELDS, Currency, OrderRequest
 from btc_orders.events import parse_created_event
+from tests.integration.test_read_model import opened_pool
+from tests.support.services import Databases
+from tests.support.write_model import WriteModel
 
 # (currency, amount as the client wrote it, exchange rate as Coinbase wrote it)
 ORDERS = [
@@ -34,9 +38,19 @@ ORDERS = [
 ]
 
 
+def served(databases: Databases, order_id: uuid.UUID) -> bytes:
+    """`GET /buy_orders/{id}`'s body, as the service reads it (`ReadModel` on its pool)."""
+
+    async def one_body() -> bytes:
+        async with opened_pool(databases.read_url, 1) as pool:
+            return await ReadModel(pool).one_body(order_id)
+
+    return asyncio.run(one_body())
+
+
 @pytest.mark.parametrize(("currency", "amount", "rate"), ORDERS)
 def test_every_rendering_of_an_order_is_the_answers_bytes(
-    write_engine: Engine, read_engine: Engine, currency: Currency, amount: str, rate: str
+    databases: Databases, write_engine: Engine, read_engine: Engine, currency: Currency, amount: str, rate: str
 ) -> None:
     write_model = WriteModel(write_engine)
     write_model.ensure_cap(money.btc_to_satoshis(Decimal("21000000000")))
@@ -58,8 +72,7 @@ def test_every_rendering_of_an_order_is_the_answers_bytes(
 
     with read_engine.begin() as connection:
         apply_created_events(connection, [event_row(event)])
-    read_model = ReadModel(read_engine)
-    assert read_model.one_body(placed.id) == answer, "the projected document"
+    assert served(databases, placed.id) == answer, "the projected document"
 
     with read_engine.connect() as connection:
         in_sql = connection.execute(
@@ -71,4 +84,4 @@ def test_every_rendering_of_an_order_is_the_answers_bytes(
     with read_engine.begin() as connection:
         connection.execute(text("DELETE FROM buy_order_view"))
     assert reconcile(write_engine, read_engine, repair=True).repaired == 1
-    assert read_model.one_body(placed.id) == answer, "the document the admin repair wrote"
+    assert served(databases, placed.id) == answer, "the document the admin repair wrote"

@@ -225,7 +225,7 @@ def plan(engine: Engine, shape: Any, values: tuple[Any, ...], analyze: bool = Tr
         connection.close()
     assert row is not None
     document = row[0] if isinstance(row[0], list) else json.loads(row[0])
-    return dict(document[0]["Plan"], **{"Planning Time": document[0]["Planning Time"]})
+    return {**document[0]["Plan"], "Planning Time": document[0].get("Planning Time")}
 
 
 def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:

@@ -2,20 +2,23 @@
 what the API served before it, whoever wrote the row (projector, SQL backfill, admin repair)."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
+import psycopg_pool
 import pytest
 from sqlalchemy import Engine, text
-from yoyo import get_backend, read_migrations
+from yoyo import read_migrations
 
 from btc_orders.adapters import db
-from btc_orders.adapters.read_model import ReadModel, apply_created_events, document
+from btc_orders.adapters.projection import apply_created_events, document
+from btc_orders.adapters.read_model import PageQuery, ReadModel
 from btc_orders.admin.reconcile import reconcile
 from btc_orders.domain.orders import format_timestamp
-from btc_orders.services.migration.__main__ import yoyo_url
+from btc_orders.services.migration.__main__ import backend
+from tests.integration.test_read_model import opened_pool
 from tests.support.services import Databases, throwaway_databases
 
 _COLUMNS = "sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key"
@@ -94,10 +97,9 @@ def test_the_projected_document_is_what_the_api_served_and_the_sql_rendering_agr
 def at_0001() -> Iterator[Databases]:
     """Databases with the read model at migration 0001 only (before stored documents)."""
     with throwaway_databases(migrated=False) as databases:
-        backend = get_backend(yoyo_url(databases.read_url))
         migrations = read_migrations(str(db.migrations_dir("read_model")))
-        with backend.lock():
-            backend.apply_migrations(backend.to_apply(migrations.filter(lambda m: m.id.startswith("0001."))))
+        with backend(databases.read_url) as connected, connected.lock():
+            connected.apply_migrations(connected.to_apply(migrations.filter(lambda m: m.id.startswith("0001."))))
         yield databases
 
 
@@ -116,9 +118,8 @@ def test_migration_0002_backfills_every_existing_row_byte_for_byte(at_0001: Data
                 row.sequence: orjson.dumps(served(row))
                 for row in connection.execute(text(f"SELECT {_COLUMNS} FROM buy_order_view"))
             }
-        backend = get_backend(yoyo_url(at_0001.read_url))
-        with backend.lock():
-            backend.apply_migrations(backend.to_apply(read_migrations(str(db.migrations_dir("read_model")))))
+        with backend(at_0001.read_url) as connected, connected.lock():
+            connected.apply_migrations(connected.to_apply(read_migrations(str(db.migrations_dir("read_model")))))
         rows = stored(engine)
         assert {row.sequence: row.document.encode() for row in rows} == before
         assert all(row.sql_document == row.document for row in rows)
@@ -139,9 +140,20 @@ def old_page(rows: list[Any], page_size: int) -> bytes:
     return orjson.dumps(body)
 
 
+@pytest.fixture
+async def read_pool(databases: Databases) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
+    async with opened_pool(databases.read_url, 2) as pool:
+        yield pool
+
+
+async def page_body(model: ReadModel, page_size: int, last_reference: uuid.UUID | None) -> bytes:
+    return (await model.fetch_page(PageQuery(page_size, last_reference))).body
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("page_size", [1, 3, 10, 24, 25, 26, 1000])
-def test_pages_and_orders_are_the_bytes_served_before_whether_projected_or_inserted_in_sql(
-    read_engine: Engine, page_size: int
+async def test_pages_and_orders_are_the_bytes_served_before_whether_projected_or_inserted_in_sql(
+    read_engine: Engine, read_pool: psycopg_pool.AsyncConnectionPool, page_size: int
 ) -> None:
     events = orders()
     with read_engine.begin() as connection:
@@ -156,11 +168,11 @@ def test_pages_and_orders_are_the_bytes_served_before_whether_projected_or_inser
         )
     rows = stored(read_engine)
     assert all(row.document == row.sql_document for row in rows)
-    model = ReadModel(read_engine)
+    model = ReadModel(read_pool)
     reference: uuid.UUID | None = None
     position = 0
     while True:
-        body = model.page_body(page_size, reference)
+        body = await page_body(model, page_size, reference)
         assert body == old_page(rows[position:], page_size)
         page = orjson.loads(body)
         position += page_size
@@ -169,16 +181,17 @@ def test_pages_and_orders_are_the_bytes_served_before_whether_projected_or_inser
         reference = uuid.UUID(page["last_reference"])
     oldest = uuid.UUID(str(rows[-1].id))
     assert (
-        model.page_body(page_size, oldest)
+        await page_body(model, page_size, oldest)
         == b'{"buy_orders":[],"first_reference":null,"last_reference":null,"has_more":false}'
     )
     for row in rows:
-        assert model.one_body(row.id) == orjson.dumps(served(row))
+        assert await model.one_body(row.id) == orjson.dumps(served(row))
 
 
-def test_an_empty_read_model_serves_an_empty_page(read_engine: Engine) -> None:
+@pytest.mark.anyio
+async def test_an_empty_read_model_serves_an_empty_page(read_pool: psycopg_pool.AsyncConnectionPool) -> None:
     assert (
-        ReadModel(read_engine).page_body(10, None)
+        await page_body(ReadModel(read_pool), 10, None)
         == b'{"buy_orders":[],"first_reference":null,"last_reference":null,"has_more":false}'
     )
 

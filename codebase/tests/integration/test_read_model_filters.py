@@ -6,25 +6,29 @@ sequence order by any amount, and batches that land out of order, as several rel
 can make them.
 """
 
+import asyncio
 import itertools
 import random
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+import psycopg_pool
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import db, read_model
-from btc_orders.adapters.read_model import PageQuery, ReadModel, apply_created_events
+from btc_orders.adapters.projection import apply_created_events
+from btc_orders.adapters.read_model import PageQuery, ReadModel
 from btc_orders.domain.errors import UnknownReference
-from tests.integration.test_read_model import nodes, plan
-from tests.support.services import throwaway_databases
+from tests.integration.test_read_model import nodes, opened_pool, plan
+from tests.support.services import Databases, throwaway_databases
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 CURRENCIES = ("EUR", "GBP", "USD")
@@ -91,10 +95,14 @@ def ids(page: dict[str, Any]) -> list[str]:
     return [order["id"] for order in page["buy_orders"]]
 
 
-def fetch(model: ReadModel, query: PageQuery) -> tuple[dict[str, Any], read_model.PageBody]:
-    import orjson
+@pytest.fixture
+async def read_pool(databases: Databases) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
+    async with opened_pool(databases.read_url, 2) as pool:
+        yield pool
 
-    served = model.fetch_page(query)
+
+async def fetch(model: ReadModel, query: PageQuery) -> tuple[dict[str, Any], read_model.PageBody]:
+    served = await model.fetch_page(query)
     return orjson.loads(served.body), served
 
 
@@ -128,18 +136,18 @@ def check_page(orders: list[Order], query: PageQuery, page: dict[str, Any], serv
         assert order["created_at"] == found.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def walk(model: ReadModel, orders: list[Order], query: PageQuery) -> None:
+async def walk(model: ReadModel, orders: list[Order], query: PageQuery) -> None:
     """From the newest page to the oldest by last_reference, then back by first_reference: every
     matching order exactly once each way, in order."""
     expected = [str(o.id) for o in sorted(orders, key=lambda o: -o.sequence) if matches(o, query)]
     seen: list[str] = []
-    page, served = fetch(model, query)
+    page, served = await fetch(model, query)
     check_page(orders, query, page, served)
     seen += ids(page)
     pages = 1
     while page["has_more"]:
         step = PageQuery(query.page_size, uuid.UUID(page["last_reference"]), None, *_filters(query))
-        page, served = fetch(model, step)
+        page, served = await fetch(model, step)
         check_page(orders, step, page, served)
         seen += ids(page)
         pages += 1
@@ -150,7 +158,7 @@ def walk(model: ReadModel, orders: list[Order], query: PageQuery) -> None:
     back: list[list[str]] = [ids(page)]
     while True:
         step = PageQuery(query.page_size, None, uuid.UUID(page["first_reference"]), *_filters(query))
-        page, served = fetch(model, step)
+        page, served = await fetch(model, step)
         check_page(orders, step, page, served)
         if not page["buy_orders"]:
             break
@@ -209,32 +217,46 @@ def queries(orders: list[Order]) -> st.SearchStrategy[PageQuery]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_every_filter_combination_pages_exactly_what_brute_force_says(read_engine: Engine, data: st.DataObject) -> None:
+def test_every_filter_combination_pages_exactly_what_brute_force_says(
+    databases: Databases, read_engine: Engine, data: st.DataObject
+) -> None:
     orders, batches = data.draw(histories())
     reset(read_engine)
     project(read_engine, orders, batches)
     assert disorder(read_engine) >= true_disorder(orders)  # the bound the time filter relies on
-    model = ReadModel(read_engine)
+    asked = []
     for query in data.draw(st.lists(queries(orders), min_size=1, max_size=4)):
-        walk(model, orders, query)
-        for reference in data.draw(st.lists(st.sampled_from(orders), max_size=3)) if orders else []:
-            # any order may be a reference, in the filter or not
-            for step in (
-                PageQuery(query.page_size, reference.id, None, *_filters(query)),
-                PageQuery(query.page_size, None, reference.id, *_filters(query)),
-            ):
-                check_page(orders, step, *fetch(model, step))
+        # any order may be a reference, in the filter or not
+        references = data.draw(st.lists(st.sampled_from(orders), max_size=3)) if orders else []
+        asked.append((query, references))
+
+    async def check() -> None:
+        async with opened_pool(databases.read_url, 1) as pool:
+            model = ReadModel(pool)
+            for query, references in asked:
+                await walk(model, orders, query)
+                for reference in references:
+                    for step in (
+                        PageQuery(query.page_size, reference.id, None, *_filters(query)),
+                        PageQuery(query.page_size, None, reference.id, *_filters(query)),
+                    ):
+                        check_page(orders, step, *await fetch(model, step))
+
+    asyncio.run(check())
 
 
-def test_an_unknown_reference_is_refused_in_either_direction_and_with_filters(read_engine: Engine) -> None:
-    model = ReadModel(read_engine)
+@pytest.mark.anyio
+async def test_an_unknown_reference_is_refused_in_either_direction_and_with_filters(
+    read_pool: psycopg_pool.AsyncConnectionPool,
+) -> None:
+    model = ReadModel(read_pool)
     for query in (
         PageQuery(10, uuid.uuid4()),
         PageQuery(10, None, uuid.uuid4()),
         PageQuery(10, None, uuid.uuid4(), ("GBP", "USD"), BASE, BASE + timedelta(days=1)),
     ):
         with pytest.raises(UnknownReference):
-            model.fetch_page(query)
+            await model.fetch_page(query)
 
 
 def test_concurrent_projections_never_miss_the_disorder_between_their_batches(read_engine: Engine) -> None:
@@ -363,7 +385,8 @@ def test_every_filtered_page_reads_a_bounded_number_of_rows_at_any_depth(
         gte,
         lt,
     )
-    tree = plan(large_history, read_model.prepared_page(read_model.page_shape(query)), read_model.page_values(query))
+    shape = read_model.page_shape(query)
+    tree = plan(large_history, shape, read_model.page_values(query, shape))
     every = nodes(tree)
     for node in every:
         assert not (node["Node Type"] == "Seq Scan" and node["Relation Name"] == "buy_order_view"), node
@@ -397,16 +420,10 @@ def test_the_generic_plan_of_every_shape_scans_indexes_only(large_history: Engin
     with large_history.connect() as connection:
         middle = connection.execute(text("SELECT id FROM buy_order_view WHERE sequence = :s"), {"s": ROWS // 2})
         reference = middle.scalar_one()
+    values = {"limit": LIMIT, "reference": reference, "gte": BASE, "lt": BASE + HOUR}
     explained = []
     for shape in every_shape():
-        prepared = read_model.prepared_page(shape)
-        explain = db.Prepared(prepared.name, prepared.prepare, f"EXPLAIN (FORMAT JSON) {prepared.execute}")
-        connection = large_history.raw_connection()
-        try:
-            cursor = db.run_prepared(connection, explain, (LIMIT, reference, BASE, BASE + HOUR))
-            tree = cursor.fetchone()[0][0]["Plan"]
-        finally:
-            connection.close()
+        tree = plan(large_history, shape, tuple(values[name] for name in shape.parameters), analyze=False)
         scans = [node for node in nodes(tree) if node.get("Relation Name") == "buy_order_view"]
         assert all(node["Node Type"] in ("Index Scan", "Index Only Scan") for node in scans), (shape, scans)
         # each currency asked for is read from its own partial index, never filtered out of a wider scan

@@ -71,8 +71,8 @@ BAD = [
 ]
 # Readable one version either way: a field the reader does not know (a newer writer's) is ignored.
 NEWER = [
-    with_change("order.client_order_id", "shop-42/A"),
-    with_change("order.client_order_id", None),
+    with_change("order.time_in_force", "GTC"),
+    with_change("order.time_in_force", None),
     with_change("causation_id", "0b0f6f5e-8b6e-4c59-9d3e-0f3c8f5f9a12"),
 ]
 

@@ -47,41 +47,51 @@ def test_without_a_request_id_it_is_null_and_the_worker_reads_the_order_back() -
     )
 
 
-# Readable one version either way: the reader of today and the reader of the next version (the
-# declaration with `client_order_id`, as phase 2 of issue 24 makes it) read each other's events.
+# Readable one version either way: a worker from before `client_order_id` (SPEC 3.1) was declared
+# and a worker from after read each other's events; so does the worker of this tree.
 
-NEXT_PAYLOAD = order_payload_model((*orders.FIELDS, orders.CLIENT_ORDER_ID))
+WITHOUT = tuple(field for field in orders.FIELDS if field is not orders.CLIENT_ORDER_ID)
 
 
-class NextBuyOrderCreated(BuyOrderCreated):
-    order: NEXT_PAYLOAD
+class BeforeTheField(BuyOrderCreated):
+    order: order_payload_model(WITHOUT)
+
+
+class AfterTheField(BuyOrderCreated):
+    order: order_payload_model((*WITHOUT, orders.CLIENT_ORDER_ID))
 
 
 def _with_order(**changes: object) -> bytes:
     event = json.loads(created_event(ORDER, EVENT_ID, None))
+    event["order"].pop("client_order_id", None)
     event["order"].update(changes)
     return json.dumps(event).encode()
 
 
-def test_todays_reader_ignores_a_field_a_newer_writer_added() -> None:
-    newer = _with_order(client_order_id="shop-42/A")
-    assert parse_created_event(newer) == parse_created_event(created_event(ORDER, EVENT_ID, None).encode())
+OLD_EVENT = _with_order()
+NEW_EVENT = _with_order(client_order_id="shop-42/A")
 
 
-def test_the_next_reader_reads_todays_event_without_the_optional_field() -> None:
-    today = created_event(ORDER, EVENT_ID, None)
-    event = NextBuyOrderCreated.model_validate_json(today)
-    assert event.order.client_order_id is None
-    assert event.order.values() == {**parse_created_event(today.encode()).order.values(), "client_order_id": None}
+def test_a_reader_from_before_the_field_ignores_it() -> None:
+    assert BeforeTheField.model_validate_json(NEW_EVENT) == BeforeTheField.model_validate_json(OLD_EVENT)
 
 
-def test_the_next_reader_reads_the_field_and_keeps_it_strict() -> None:
-    assert NextBuyOrderCreated.model_validate_json(_with_order(client_order_id="shop-42/A")).order.client_order_id == (
-        "shop-42/A"
-    )
+def test_a_reader_from_after_the_field_reads_an_event_without_it_as_null() -> None:
+    old = AfterTheField.model_validate_json(OLD_EVENT).order
+    assert old.client_order_id is None
+    assert old.values() == {**BeforeTheField.model_validate_json(OLD_EVENT).order.values(), "client_order_id": None}
+    assert AfterTheField.model_validate_json(NEW_EVENT).order.client_order_id == "shop-42/A"
+
+
+def test_a_reader_that_declares_the_field_keeps_it_strict() -> None:
     for bad in ["", "x" * 65, "é", "tab\there", 42]:
         with pytest.raises(ValidationError):
-            NextBuyOrderCreated.model_validate_json(_with_order(client_order_id=bad))
+            AfterTheField.model_validate_json(_with_order(client_order_id=bad))
+
+
+def test_the_workers_reader_reads_both() -> None:
+    old, new = parse_created_event(OLD_EVENT).order.values(), parse_created_event(NEW_EVENT).order.values()
+    assert {name: value for name, value in new.items() if name != "client_order_id"} == old
 
 
 def test_what_is_declared_stays_strict_whatever_else_comes() -> None:

@@ -97,6 +97,7 @@ def test_a_read_model_row_renders_the_same_resource_money_kept_as_published() ->
     assert orders.resource_of(published) == ORDER.resource()
     assert orders.resource_of({**published, "exchange_rate": "97012.3400"})["exchange_rate"] == "97012.3400"
     assert orders.resource(*(published[name] for name in orders.RESOURCE_FIELDS)) == ORDER.resource()
+    assert orders.event_order_of(published) == ORDER.event_order() == orders.event_order_of(ROW)
 
 
 def test_the_columns_and_their_sql_types_are_the_migrations() -> None:
@@ -154,9 +155,10 @@ def test_an_order_class_that_differs_from_the_declaration_is_refused_at_import()
             orders._agrees(cls, tuple(field for field in orders.FIELDS if field.request))
 
 
-# `client_order_id`: declared, not yet a field of an order (phase 2 adds it to `FIELDS`).
+# `client_order_id` (SPEC 3.1), declared as `orders.CLIENT_ORDER_ID`: the declaration without it and with it.
 
-NEXT = (*orders.FIELDS, orders.CLIENT_ORDER_ID)
+WITHOUT = tuple(field for field in orders.FIELDS if field is not orders.CLIENT_ORDER_ID)
+WITH = (*WITHOUT, orders.CLIENT_ORDER_ID)
 
 
 @pytest.mark.parametrize("text", ["shop-42/A", "x", " ", "~" * 64, "".join(chr(c) for c in range(0x20, 0x5F))])
@@ -173,14 +175,14 @@ def test_anything_else_is_not_a_client_order_id(value: object) -> None:
 
 
 def test_with_client_order_id_the_resource_and_event_end_as_the_spec_says() -> None:
-    served = [field.name for field in orders.resource_fields(NEXT)]
-    assert served == [*orders.RESOURCE_FIELDS, "client_order_id"]
-    assert [field.name for field in orders.event_fields(NEXT)] == [*served, "sequence"]
+    served = [field.name for field in orders.resource_fields(WITH)]
+    assert served == [*(field.name for field in orders.resource_fields(WITHOUT)), "client_order_id"]
+    assert [field.name for field in orders.event_fields(WITH)] == [*served, "sequence"]
     assert orders.CLIENT_ORDER_ID.json(None) is None
     assert orders.CLIENT_ORDER_ID.python_type == (str | None)
 
 
-def test_an_order_class_with_client_order_id_agrees_with_the_next_declaration() -> None:
+def test_an_order_class_with_client_order_id_agrees_with_the_declaration_that_has_it() -> None:
     @dataclass(frozen=True)
     class NextRequest:
         currency: Currency
@@ -188,4 +190,11 @@ def test_an_order_class_with_client_order_id_agrees_with_the_next_declaration() 
         idempotence_key: uuid.UUID
         client_order_id: str | None = None
 
-    orders._agrees(NextRequest, tuple(field for field in NEXT if field.request))
+    orders._agrees(NextRequest, tuple(field for field in WITH if field.request))
+
+
+def test_an_insert_writes_the_request_and_the_price_and_reads_back_the_order() -> None:
+    request = OrderRequest(Currency.USD, Decimal("10.50"), KEY)
+    values = orders.new_order(request, ORDER.id, Decimal("97012.340"), Decimal("0.00010824"))
+    assert set(values) == set(orders.INSERTED_COLUMNS)
+    assert BuyOrder.from_row({**values, "sequence": 7, "created_at": ORDER.created_at}) == ORDER

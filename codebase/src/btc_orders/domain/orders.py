@@ -209,6 +209,12 @@ def resource_of(values: Mapping[str, Any]) -> dict[str, Any]:
     return {name: to_json(values[name]) for name, to_json in _RESOURCE_JSON}
 
 
+def event_order_of(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's `order` (SPEC 6) from a name -> value mapping of its fields, as `resource_of`:
+    what a read-model row must equal, field by field, to be the projection of the stored order."""
+    return {name: to_json(values[name]) for name, to_json in _EVENT_JSON}
+
+
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     """What a client asks for: validated, not yet priced (the declared `request` fields)."""
@@ -251,6 +257,18 @@ class BuyOrder:
     def event_order(self) -> dict[str, Any]:
         """The event's `order` (SPEC 6): the resource, then the event's own fields."""
         return {name: to_json(getattr(self, name)) for name, to_json in _EVENT_JSON}
+
+
+def new_order(
+    request: OrderRequest, order_id: uuid.UUID, exchange_rate: Decimal, bitcoin_amount: Decimal
+) -> dict[str, Any]:
+    """What an insert writes of a priced request (`INSERTED_COLUMNS`), by name: the request's fields,
+    and what the service assigns. With the database's (`sequence`, `created_at`): `BuyOrder.from_row`."""
+    return {name: getattr(request, name) for name in REQUEST_FIELDS} | {
+        "id": order_id,
+        "exchange_rate": exchange_rate,
+        "bitcoin_amount": bitcoin_amount,
+    }
 
 
 def resource(*values: Any) -> dict[str, Any]:

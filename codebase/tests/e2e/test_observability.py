@@ -9,10 +9,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
-import psycopg2
-import psycopg2.extensions
+import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from btc_orders import web
@@ -159,7 +159,7 @@ def test_a_worker_whose_request_threads_are_all_busy_still_answers_its_probes(su
     suite.start("btc_price")
     create = suite.start("create_buy_order", DB_POOL_SIZE="1")
     body = {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())}
-    locker = psycopg2.connect(suite.databases.write_url.replace("+psycopg2", ""))
+    locker = psycopg.connect(suite.databases.write_url)
     try:
         with locker.cursor() as cursor:
             cursor.execute("SELECT slot FROM cap_slot FOR UPDATE")  # every slot, held until rollback
@@ -179,7 +179,7 @@ def test_a_worker_whose_request_threads_are_all_busy_still_answers_its_probes(su
         locker.close()
 
 
-def locked_waiters(connection: psycopg2.extensions.connection) -> int:
+def locked_waiters(connection: "psycopg.Connection[Any]") -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"

@@ -8,10 +8,10 @@ from the order's declaration (`domain.orders.FIELDS`).
 Compatible one version either way (a rolling upgrade dead-letters nothing): a reader ignores a
 field it does not know, in the envelope and in the `order`, and a field that is optional in the
 declaration (nullable) may be absent. So a new optional field keeps `version` 1: an old worker
-reads a new event without it, a new worker reads an old event with it `null`. What is declared
-stays strict: types, money formats, the required fields, `type` and `version`. A change an old
-reader cannot read (a field removed, renamed or retyped, a new required field) is a new
-`version`, which the reader refuses until it is upgraded: workers first, then writers.
+reads a new event (ignoring the field), a new worker reads an old event (the field `null`). What
+is declared stays strict: types, money formats, the required fields, `type` and `version`. A
+change an old reader cannot read (a field removed, renamed or retyped, a new required field) is a
+new `version`, which the reader refuses until it is upgraded: workers first, then writers.
 """
 
 import enum

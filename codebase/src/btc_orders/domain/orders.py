@@ -145,8 +145,8 @@ FIELDS = (
     OrderField("idempotence_key", UUID, request=True),
     OrderField("sequence", SEQUENCE, resource=False, generated=True),
 )
-# Declared, not yet part of an order: phase 2 of issue 24 adds it to `FIELDS` (after
-# `idempotence_key`), with its columns, as SPEC 3.1 and 3.3 describe it.
+# SPEC 3.1's client reference, declared but not in `FIELDS`: no column stores it yet. In `FIELDS`
+# (after `idempotence_key`), with its two columns, it is part of every representation.
 CLIENT_ORDER_ID = OrderField(
     "client_order_id",
     CLIENT_REFERENCE,
@@ -172,7 +172,6 @@ def event_fields(order_fields: tuple[OrderField, ...] = FIELDS) -> tuple[OrderFi
     )
 
 
-_BY_NAME = {field.name: field for field in FIELDS}
 _RESOURCE = resource_fields()
 _EVENT = event_fields()
 # (name, how its value is written in JSON) of each, for the hot paths (a 201's body, an event)
@@ -191,11 +190,6 @@ INSERTED_COLUMNS = tuple(field.name for field in FIELDS if not field.generated)
 WRITE_TYPES = {field.name: field.kind.write_type for field in FIELDS}
 # The read model's `buy_order_view` holds the event's `order`: its columns and their SQL types.
 READ_TYPES = {field.name: field.kind.read_type for field in _EVENT}
-
-
-def by_name(name: str) -> OrderField:
-    """The declared field called `name` (KeyError for another name)."""
-    return _BY_NAME[name]
 
 
 def columns(alias: str | None = None) -> str:

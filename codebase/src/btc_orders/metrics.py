@@ -7,9 +7,13 @@ The relay and the worker serve them on `METRICS_PORT`. Figures that live in a
 database (the cap) are read at scrape time by a collector, never kept in memory.
 """
 
+import asyncio
+import concurrent.futures
 import os
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Coroutine, Iterable
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -73,11 +77,40 @@ def observe_http(service: str, route: str, method: str, status: int, seconds: fl
     children[1].observe(seconds)
 
 
+_T = TypeVar("_T")
+
+
+def on_loop(
+    loop: asyncio.AbstractEventLoop, read: Callable[[], Coroutine[Any, Any, _T]], timeout_seconds: float
+) -> Callable[[], _T | None]:
+    """`read()` awaited on `loop` for a collector called on another thread (a scrape renders the
+    figures on a thread of its own): that thread waits, at most `timeout_seconds`, never the loop.
+    None when called on the loop's own thread (it cannot wait for itself)."""
+    owner = threading.get_ident()
+
+    def blocking_read() -> _T | None:
+        if threading.get_ident() == owner or loop.is_closed():
+            return None
+        future = asyncio.run_coroutine_threadsafe(read(), loop)
+        try:
+            return future.result(timeout_seconds)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    return blocking_read
+
+
 class CapCollector(Collector):
     """`btc_cap_btc` and `btc_cap_remaining_btc`, read from the ledger at scrape time."""
 
     def __init__(self, read: Callable[[], tuple[Decimal, Decimal] | None]) -> None:
         self._read = read
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """The gauges' names, without reading them (what a registry asks when the collector is registered)."""
+        yield GaugeMetricFamily("btc_cap_btc", "The configured BTC cap")
+        yield GaugeMetricFamily("btc_cap_remaining_btc", "BTC still available under the cap")
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         try:
@@ -99,6 +132,14 @@ def register(collector: Collector) -> None:
     _extra_collectors.append(collector)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         REGISTRY.register(collector)
+
+
+def unregister(collector: Collector) -> None:
+    """Undo `register` (the app that registered it stops)."""
+    if collector in _extra_collectors:
+        _extra_collectors.remove(collector)
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            REGISTRY.unregister(collector)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -5,21 +5,27 @@ path: one slot and the key; the slow path: every slot and the key), then the sec
 against the real write model, and the first is committed or rolled back.
 """
 
-import threading
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-import psycopg2
+import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
+from btc_orders.adapters.cap_ledger import CapLedger
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain import money
 from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight
 from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest
-from tests.support.services import Databases, dsn, wait_until
+from tests.integration.test_cap_ledger import eventually
+from tests.integration.test_write_model import opened_pool
+from tests.support.services import Databases, dsn
+
+pytestmark = pytest.mark.anyio
 
 RATE = Decimal("100000.00")  # 1 USD = 1,000 satoshis
 CAP = 1_000_000  # 0.01 BTC = 1,000 USD at RATE
@@ -30,7 +36,7 @@ FIRST = Decimal("200.00")  # 200,000 satoshis, taken from slot 0
 class HeldAttempt:
     """The first attempt, its transaction open: the order and its slot deduction not yet committed."""
 
-    connection: "psycopg2.extensions.connection"
+    connection: "psycopg.Connection[Any]"
     order_id: uuid.UUID
 
     def end(self, outcome: str) -> None:
@@ -42,20 +48,19 @@ class HeldAttempt:
 
 
 def hold_first_attempt(databases: Databases, key: uuid.UUID, path: str) -> HeldAttempt:
-    connection = psycopg2.connect(dsn(databases.write_name))
+    connection = psycopg.connect(dsn(databases.write_name))  # in a transaction until `end`
     satoshis = money.bitcoin_satoshis(FIRST, RATE)
     order_id = uuid.uuid4()
-    with connection.cursor() as cursor:
-        if path == "fast":
-            cursor.execute("SELECT 1 FROM cap_slot WHERE slot = 0 FOR UPDATE")
-        else:
-            cursor.execute("SELECT 1 FROM cap_slot ORDER BY slot FOR UPDATE")
-        cursor.execute("UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - %s WHERE slot = 0", (satoshis,))
-        cursor.execute(
-            "INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount)"
-            " VALUES (%s, %s, 'USD', %s, %s, %s)",
-            (str(order_id), str(key), FIRST, RATE, money.satoshis_to_btc(satoshis)),
-        )
+    if path == "fast":
+        connection.execute("SELECT 1 FROM cap_slot WHERE slot = 0 FOR UPDATE")
+    else:
+        connection.execute("SELECT 1 FROM cap_slot ORDER BY slot FOR UPDATE")
+    connection.execute("UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - %s WHERE slot = 0", (satoshis,))
+    connection.execute(
+        "INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount)"
+        " VALUES (%s, %s, 'USD', %s, %s, %s)",
+        (order_id, key, FIRST, RATE, money.satoshis_to_btc(satoshis)),
+    )
     return HeldAttempt(connection, order_id)
 
 
@@ -71,12 +76,14 @@ def waiting_on_a_lock(engine: Engine) -> bool:
 
 
 @pytest.fixture
-def write_model(write_engine: Engine) -> Iterator[WriteModel]:
+async def write_model(databases: Databases) -> AsyncIterator[WriteModel]:
     # Two slots; the second attempt always tries slot 1 first, the first attempt holds slot 0.
-    model = WriteModel(write_engine, 2, choose=lambda _: 1)
-    model.ensure_cap(CAP)
-    model.place(OrderRequest(Currency.USD, Decimal("500.00"), uuid.uuid4()), RATE, None)  # 500,000 left
-    yield model
+    async with opened_pool(databases.write_url, 4) as pool:
+        ledger = CapLedger(pool, 2, choose=lambda _: 1)
+        await ledger.ensure_cap(CAP)
+        model = WriteModel(pool, ledger)
+        await model.place(OrderRequest(Currency.USD, Decimal("500.00"), uuid.uuid4()), RATE, None)  # 500,000 left
+        yield model
 
 
 # (second attempt's amount, its rate): what the second attempt alone would be answered
@@ -97,7 +104,7 @@ SECOND_ATTEMPTS = {
 @pytest.mark.parametrize("path", ["fast", "slow"])
 @pytest.mark.parametrize("second", list(SECOND_ATTEMPTS))
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
-def test_a_second_attempt_is_answered_only_what_the_first_cannot_contradict(
+async def test_a_second_attempt_is_answered_only_what_the_first_cannot_contradict(
     databases: Databases, write_engine: Engine, write_model: WriteModel, path: str, second: str, outcome: str
 ) -> None:
     key = uuid.uuid4()
@@ -106,9 +113,9 @@ def test_a_second_attempt_is_answered_only_what_the_first_cannot_contradict(
     held = hold_first_attempt(databases, key, path)
     answers: list[tuple[BuyOrder, bool] | Exception] = []
 
-    def attempt() -> None:
+    async def attempt() -> None:
         try:
-            answers.append(write_model.place(request, rate, None))
+            answers.append(await write_model.place(request, rate, None))
         except (BtcCapExceeded, OrderInFlight) as error:
             answers.append(error)
 
@@ -116,22 +123,21 @@ def test_a_second_attempt_is_answered_only_what_the_first_cannot_contradict(
         if second.startswith("over_cap"):
             # Above the whole cap: it cannot wait for the database's verdict on itself, so it waits
             # (bounded) for the key's fate, then answers "in flight, retry", never "refused".
-            attempt()
+            await attempt()
             assert isinstance(answers[0], OrderInFlight), answers
             assert answers[0].retry_after
             answers.clear()
         else:
             # Fits, or might after the first: it waits on the first attempt's locks for its verdict.
-            thread = threading.Thread(target=attempt)
-            thread.start()
-            wait_until(lambda: waiting_on_a_lock(write_engine) or not thread.is_alive(), 10, 0.01, "the wait")
+            waiting = asyncio.ensure_future(attempt())
+            await eventually(lambda: waiting_on_a_lock(write_engine) or waiting.done(), "the wait")
             assert not answers, f"answered {answers} while the first attempt was in flight"
     finally:
         held.end(outcome)
     if second.startswith("over_cap"):
-        attempt()  # the client's retry after Retry-After
+        await attempt()  # the client's retry after Retry-After
     else:
-        thread.join(10)
+        await asyncio.wait_for(waiting, 10)
 
     [answer] = answers
     if outcome == "commit":
@@ -151,16 +157,18 @@ def test_a_second_attempt_is_answered_only_what_the_first_cannot_contradict(
     assert orders == (1 if outcome == "commit" or second in ("same", "other_amount") else 0)
 
 
-def test_an_order_above_the_whole_cap_with_its_key_free_is_refused_after_one_look(write_model: WriteModel) -> None:
+async def test_an_order_above_the_whole_cap_with_its_key_free_is_refused_after_one_look(
+    write_model: WriteModel,
+) -> None:
     request = OrderRequest(Currency.USD, Decimal("2000.00"), uuid.uuid4())
     with pytest.raises(BtcCapExceeded) as refused:
-        write_model.place(request, RATE, None)
+        await write_model.place(request, RATE, None)
     assert refused.value.available == Decimal("0.00500000")
-    assert write_model.find_by_key(request.idempotence_key) is None  # the claim was rolled back
+    assert await write_model.find_by_key(request.idempotence_key) is None  # the claim was rolled back
 
 
-def test_an_order_above_the_whole_cap_with_its_key_stored_is_the_replay(write_model: WriteModel) -> None:
+async def test_an_order_above_the_whole_cap_with_its_key_stored_is_the_replay(write_model: WriteModel) -> None:
     request = OrderRequest(Currency.USD, FIRST, uuid.uuid4())
-    stored, _ = write_model.place(request, RATE, None)
-    again, created = write_model.place(request, Decimal("0.01"), None)  # priced far above the cap now
+    stored, _ = await write_model.place(request, RATE, None)
+    again, created = await write_model.place(request, Decimal("0.01"), None)  # priced far above the cap now
     assert (again, created) == (stored, False)

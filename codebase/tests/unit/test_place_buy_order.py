@@ -1,17 +1,9 @@
-"""The create rules of SPEC 3.1 and 5, on the handler with in-memory ports (no process, no I/O).
+"""The create rules of SPEC 3.1 and 5, on the handler with in-memory ports (no process, no I/O)."""
 
-Every rule is checked on each way an order can be placed (`place`): `place_buy_order` on a thread,
-and `place_buy_order_on_loop` settling on the event loop, handing over to the thread because no
-rate is at hand, or because the store cannot settle the order in one statement.
-"""
-
-import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 from prometheus_client import REGISTRY
@@ -19,8 +11,10 @@ from prometheus_client import REGISTRY
 from btc_orders.domain.commands import PlaceBuyOrder
 from btc_orders.domain.errors import BtcCapExceeded, IdempotenceKeyReused, OrderInFlight, RateUnavailable
 from btc_orders.domain.orders import BuyOrder, Currency
-from btc_orders.services.create_buy_order.handler import KeysInFlight, place_buy_order, place_buy_order_on_loop
+from btc_orders.services.create_buy_order.handler import KeysInFlight, place_buy_order
 from tests.unit.fakes import FakeOrderStore, FakeRates
+
+pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
@@ -38,39 +32,6 @@ def in_flight() -> KeysInFlight:
     return KeysInFlight()
 
 
-Place = Callable[[PlaceBuyOrder, FakeRates, FakeOrderStore, KeysInFlight], tuple[BuyOrder, bool]]
-
-
-async def on_a_thread(function: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(function, *args)
-
-
-def on_loop(
-    command: PlaceBuyOrder, rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
-) -> tuple[BuyOrder, bool]:
-    return asyncio.run(place_buy_order_on_loop(command, rates, orders, on_a_thread, in_flight))
-
-
-def on_loop_with_no_rate_at_hand(
-    command: PlaceBuyOrder, rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
-) -> tuple[BuyOrder, bool]:
-    with patch.object(rates, "at_hand", False):
-        return on_loop(command, rates, orders, in_flight)
-
-
-def on_loop_unsettled(
-    command: PlaceBuyOrder, rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
-) -> tuple[BuyOrder, bool]:
-    with patch.object(orders, "settles_on_loop", False):
-        return on_loop(command, rates, orders, in_flight)
-
-
-@pytest.fixture(params=[place_buy_order, on_loop, on_loop_with_no_rate_at_hand, on_loop_unsettled])
-def place(request: pytest.FixtureRequest) -> Place:
-    placing: Place = request.param
-    return placing
-
-
 def command(amount: str = "100", currency: str = "USD", key: uuid.UUID | None = None) -> PlaceBuyOrder:
     return PlaceBuyOrder(Currency(currency), Decimal(amount), key or uuid.uuid4(), request_id="req-1")
 
@@ -79,11 +40,11 @@ def counted(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_a_new_key_stores_the_order_priced_at_the_rate_asked_for_first(
-    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, place: Place
+async def test_a_new_key_stores_the_order_priced_at_the_rate_asked_for_first(
+    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> None:
     before = counted("buy_orders_created_total", currency="USD")
-    order, created = place(command("100"), rates, orders, in_flight)
+    order, created = await place_buy_order(command("100"), rates, orders, in_flight)
     assert created
     assert (order.currency, order.amount, order.exchange_rate) == (Currency.USD, Decimal("100"), Decimal("50000"))
     assert order.bitcoin_amount == Decimal("0.00200000")
@@ -92,118 +53,118 @@ def test_a_new_key_stores_the_order_priced_at_the_rate_asked_for_first(
     assert counted("buy_orders_created_total", currency="USD") == before + 1
 
 
-def test_bitcoin_is_rounded_up_to_the_satoshi(rates: FakeRates, orders: FakeOrderStore, place: Place) -> None:
-    order, _ = place(command("1", "GBP"), rates, orders, KeysInFlight())
+async def test_bitcoin_is_rounded_up_to_the_satoshi(rates: FakeRates, orders: FakeOrderStore) -> None:
+    order, _ = await place_buy_order(command("1", "GBP"), rates, orders, KeysInFlight())
     assert order.bitcoin_amount == Decimal("0.00002858")  # 1 / 35000.5 = 0.0000285710...
 
 
-def test_the_same_key_and_order_again_is_the_same_order_replayed(
-    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, place: Place
+async def test_the_same_key_and_order_again_is_the_same_order_replayed(
+    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> None:
     key = uuid.uuid4()
-    first, _ = place(command("10.50", key=key), rates, orders, in_flight)
+    first, _ = await place_buy_order(command("10.50", key=key), rates, orders, in_flight)
     before = counted("buy_orders_replayed_total")
-    again, created = place(command("10.5", key=key), rates, orders, in_flight)  # the same amount by value
+    again, created = await place_buy_order(
+        command("10.5", key=key), rates, orders, in_flight
+    )  # the same amount by value
     assert not created
     assert again == first and again.resource() == first.resource()
     assert len(orders.by_key) == 1
     assert counted("buy_orders_replayed_total") == before + 1
 
 
-def test_a_replay_is_answered_when_no_rate_can_be_had(
-    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, place: Place
+async def test_a_replay_is_answered_when_no_rate_can_be_had(
+    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> None:
     key = uuid.uuid4()
-    first, _ = place(command(key=key), rates, orders, in_flight)
+    first, _ = await place_buy_order(command(key=key), rates, orders, in_flight)
     rates.down = True
-    again, created = place(command(key=key), rates, orders, in_flight)
+    again, created = await place_buy_order(command(key=key), rates, orders, in_flight)
     assert (again, created) == (first, False)
 
 
-def test_a_replay_is_answered_when_the_cap_is_now_reached(
-    rates: FakeRates, in_flight: KeysInFlight, place: Place
-) -> None:
+async def test_a_replay_is_answered_when_the_cap_is_now_reached(rates: FakeRates, in_flight: KeysInFlight) -> None:
     orders = FakeOrderStore(cap_btc="0.003")
     key = uuid.uuid4()
-    first, _ = place(command("100", key=key), rates, orders, in_flight)  # 0.002 of 0.003 BTC
-    place(command("50"), rates, orders, in_flight)  # the last 0.001
-    again, created = place(command("100", key=key), rates, orders, in_flight)
+    first, _ = await place_buy_order(command("100", key=key), rates, orders, in_flight)  # 0.002 of 0.003 BTC
+    await place_buy_order(command("50"), rates, orders, in_flight)  # the last 0.001
+    again, created = await place_buy_order(command("100", key=key), rates, orders, in_flight)
     assert (again, created) == (first, False)
 
 
 @pytest.mark.parametrize(("amount", "currency"), [("100.01", "USD"), ("100", "EUR")])
-def test_a_key_reused_for_another_amount_or_currency_is_refused(
-    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, amount: str, currency: str, place: Place
+async def test_a_key_reused_for_another_amount_or_currency_is_refused(
+    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, amount: str, currency: str
 ) -> None:
     key = uuid.uuid4()
-    first, _ = place(command("100", "USD", key), rates, orders, in_flight)
+    first, _ = await place_buy_order(command("100", "USD", key), rates, orders, in_flight)
     before = counted("buy_orders_rejected_total", code="idempotence_key_reused")
     with pytest.raises(IdempotenceKeyReused, match=rf"{key} already names an order of 100\.00 USD"):
-        place(command(amount, currency, key), rates, orders, in_flight)
+        await place_buy_order(command(amount, currency, key), rates, orders, in_flight)
     assert list(orders.by_key.values()) == [first]
     assert counted("buy_orders_rejected_total", code="idempotence_key_reused") == before + 1
 
 
-def test_a_key_reused_while_no_rate_can_be_had_is_still_refused(
-    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, place: Place
+async def test_a_key_reused_while_no_rate_can_be_had_is_still_refused(
+    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> None:
     key = uuid.uuid4()
-    place(command("100", key=key), rates, orders, in_flight)
+    await place_buy_order(command("100", key=key), rates, orders, in_flight)
     rates.down = True
     with pytest.raises(IdempotenceKeyReused):
-        place(command("200", key=key), rates, orders, in_flight)
+        await place_buy_order(command("200", key=key), rates, orders, in_flight)
 
 
-def test_no_rate_is_a_rate_unavailable_with_nothing_stored_and_the_key_left_unused(
-    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, place: Place
+async def test_no_rate_is_a_rate_unavailable_with_nothing_stored_and_the_key_left_unused(
+    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> None:
     key = uuid.uuid4()
     rates.down = True
     before = counted("buy_orders_rejected_total", code="rate_unavailable")
     with pytest.raises(RateUnavailable) as raised:
-        place(command(key=key), rates, orders, in_flight)
+        await place_buy_order(command(key=key), rates, orders, in_flight)
     assert raised.value.retry_after == 1
     assert orders.by_key == {} and orders.placed_at_rate == []  # the store is not reached without a rate
     assert counted("buy_orders_rejected_total", code="rate_unavailable") == before + 1
     rates.down = False
-    _, created = place(command(key=key), rates, orders, in_flight)  # only a stored order binds a key
+    _, created = await place_buy_order(command(key=key), rates, orders, in_flight)  # only a stored order binds a key
     assert created
 
 
-def test_an_order_over_the_cap_is_refused_with_what_is_still_available(
-    rates: FakeRates, in_flight: KeysInFlight, place: Place
+async def test_an_order_over_the_cap_is_refused_with_what_is_still_available(
+    rates: FakeRates, in_flight: KeysInFlight
 ) -> None:
     orders = FakeOrderStore(cap_btc="0.003")
-    place(command("100"), rates, orders, in_flight)
+    await place_buy_order(command("100"), rates, orders, in_flight)
     key = uuid.uuid4()
     with pytest.raises(BtcCapExceeded) as raised:
-        place(command("100", key=key), rates, orders, in_flight)
+        await place_buy_order(command("100", key=key), rates, orders, in_flight)
     assert (raised.value.requested, raised.value.available) == (Decimal("0.00200000"), Decimal("0.00100000"))
     assert key not in orders.by_key
-    _, created = place(command("50", key=key), rates, orders, in_flight)  # the key is still free
+    _, created = await place_buy_order(command("50", key=key), rates, orders, in_flight)  # the key is still free
     assert created and orders.used_satoshis == orders.cap_satoshis  # equal to the cap is allowed
 
 
-def test_over_the_cap_while_another_attempt_with_the_key_is_in_flight_is_order_in_flight(
-    rates: FakeRates, in_flight: KeysInFlight, place: Place
+async def test_over_the_cap_while_another_attempt_with_the_key_is_in_flight_is_order_in_flight(
+    rates: FakeRates, in_flight: KeysInFlight
 ) -> None:
     orders = FakeOrderStore(cap_btc="0.001")
     key = uuid.uuid4()
     with in_flight.placing(key), pytest.raises(OrderInFlight) as raised:  # the other attempt, still being priced
-        place(command("100", key=key), rates, orders, in_flight)
+        await place_buy_order(command("100", key=key), rates, orders, in_flight)
     assert raised.value.retry_after == 1
     assert str(key) in raised.value.message
     with pytest.raises(BtcCapExceeded):  # alone, the final answer
-        place(command("100", key=key), rates, orders, in_flight)
+        await place_buy_order(command("100", key=key), rates, orders, in_flight)
 
 
-def test_no_rate_while_another_attempt_is_in_flight_is_still_rate_unavailable(
-    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, place: Place
+async def test_no_rate_while_another_attempt_is_in_flight_is_still_rate_unavailable(
+    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> None:
     key = uuid.uuid4()
     rates.down = True
     with in_flight.placing(key), pytest.raises(RateUnavailable):
-        place(command(key=key), rates, orders, in_flight)
+        await place_buy_order(command(key=key), rates, orders, in_flight)
 
 
 def test_keys_in_flight_are_counted_per_key_and_forgotten_when_done(in_flight: KeysInFlight) -> None:
@@ -218,13 +179,13 @@ def test_keys_in_flight_are_counted_per_key_and_forgotten_when_done(in_flight: K
     assert not in_flight._counts  # nothing left behind per key
 
 
-def test_created_and_replayed_are_logged_as_events(
-    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, caplog: pytest.LogCaptureFixture, place: Place
+async def test_created_and_replayed_are_logged_as_events(
+    rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="btc_orders.services.create_buy_order.handler")
     key = uuid.uuid4()
-    order, _ = place(command(key=key), rates, orders, in_flight)
-    place(command(key=key), rates, orders, in_flight)
+    order, _ = await place_buy_order(command(key=key), rates, orders, in_flight)
+    await place_buy_order(command(key=key), rates, orders, in_flight)
     events = [record.getMessage() for record in caplog.records]
     assert events == ["order_created", "order_replayed"]
     created_fields = caplog.records[0].__dict__["event_fields"]
@@ -233,35 +194,18 @@ def test_created_and_replayed_are_logged_as_events(
     assert caplog.records[1].__dict__["event_fields"] == {"order_id": str(order.id)}
 
 
-def test_with_a_rate_at_hand_the_order_is_settled_on_the_loop_without_a_thread(
+async def test_the_key_is_counted_in_flight_while_the_order_is_placed_and_forgotten_after(
     rates: FakeRates, orders: FakeOrderStore, in_flight: KeysInFlight
 ) -> None:
-    async def no_thread(function: Callable[..., Any], *args: Any) -> Any:
-        raise AssertionError(f"{function.__name__} was handed to a thread")
-
-    order, created = asyncio.run(place_buy_order_on_loop(command("100"), rates, orders, no_thread, in_flight))
-    again, replayed = asyncio.run(
-        place_buy_order_on_loop(command("100", key=order.idempotence_key), rates, orders, no_thread, in_flight)
-    )
-    assert (created, replayed, again) == (True, False, order)
-    assert orders.placed_on_loop == 2
-    assert not in_flight._counts
-
-
-@pytest.mark.parametrize("hand_over", [on_loop_with_no_rate_at_hand, on_loop_unsettled])
-def test_the_key_is_counted_in_flight_once_across_the_hand_over_to_a_thread(
-    rates: FakeRates, orders: FakeOrderStore, hand_over: Place
-) -> None:
-    in_flight = KeysInFlight()
     key = uuid.uuid4()
     seen: list[int] = []
     real_place = orders.place
 
-    def place_watched(*args: Any) -> tuple[BuyOrder, bool]:
+    async def place_watched(*args: Any) -> tuple[BuyOrder, bool]:
         seen.append(in_flight._counts[key])
-        return real_place(*args)
+        return await real_place(*args)
 
     orders.place = place_watched  # type: ignore[method-assign]
-    _, created = hand_over(command(key=key), rates, orders, in_flight)
-    assert created and seen == [1]  # counted while the thread placed it, and only once
+    _, created = await place_buy_order(command(key=key), rates, orders, in_flight)
+    assert created and seen == [1]
     assert not in_flight._counts

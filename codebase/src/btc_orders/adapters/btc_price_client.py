@@ -5,14 +5,15 @@ orders cost no HTTP call; a rate is never used once it is older, by the time
 Coinbase gave it, than `max_age_seconds`.
 
 Refresh-ahead: the first order that finds its rate past half of the reuse window
-starts ONE background fetch and is priced with the rate it has, so under steady
-load no order waits for btc_price; only when the whole window has passed (no
-order for a while, or btc_price failing) does an order fetch a rate itself, and
-a failure then is the order's 503.
+starts ONE background fetch (an asyncio task per currency) and is priced with the
+rate it has, so under steady load no order waits for btc_price; only when the whole
+window has passed (no order for a while, or btc_price failing) does an order wait for
+a rate, sharing the one fetch in flight for its currency, and a failure then is the
+order's 503. Every wait is bounded by the client's timeout.
 """
 
+import asyncio
 import logging
-import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,70 +35,64 @@ class BtcPriceClient:
         self.reuse_seconds = min(reuse_seconds, max_age_seconds)
         self.refresh_after_seconds = self.reuse_seconds / 2
         self._recent: dict[Currency, tuple[Decimal, datetime, float]] = {}
-        self._refreshing: set[Currency] = set()
-        self._lock = threading.Lock()
-        self._client = httpx.Client(
+        self._fetching: dict[Currency, asyncio.Task[Decimal]] = {}  # at most one fetch per currency
+        self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_seconds),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
         )
         # Readiness probes get a client of their own: a storm of probes never takes a
         # connection from the client that prices orders.
-        self._probe_client = httpx.Client(
+        self._probe_client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(min(timeout_seconds, 2.0)),
             limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
         )
 
-    def rate(self, currency: Currency, request_id: str | None = None) -> Decimal:
-        """The current rate, never older than `max_age_seconds`; else `RateUnavailable`."""
-        reusable = self.reusable_rate(currency, request_id)
-        return reusable if reusable is not None else self._fetch_and_keep(currency, request_id)
+    async def rate(self, currency: Currency, request_id: str | None = None) -> Decimal:
+        """The current rate, never older than `max_age_seconds`; else `RateUnavailable`.
 
-    def reusable_rate(self, currency: Currency, request_id: str | None = None) -> Decimal | None:
-        """The rate kept from btc_price while it may still be reused, else None (`rate` fetches one).
-
-        Never blocks: the refresh-ahead fetch, when due, runs on a thread of its own.
+        A rate that may still be reused is answered at once (and past half of the reuse window one
+        background fetch is started); else the fetch in flight for `currency` is awaited, or started.
         """
         recent = self._recent.get(currency)
         now = time.monotonic()
         if recent and now - recent[2] < self.reuse_seconds and _age(recent[1]) <= self.max_age_seconds:
             if now - recent[2] >= self.refresh_after_seconds:
-                self._refresh_in_background(currency, request_id)
+                self._fetch_in_background(currency, request_id)
             return recent[0]
-        return None
+        # Shielded: an order that stops waiting (its request cancelled) leaves the fetch to the others.
+        return await asyncio.shield(self._fetch_in_background(currency, request_id))
 
-    def _fetch_and_keep(self, currency: Currency, request_id: str | None) -> Decimal:
+    def _fetch_in_background(self, currency: Currency, request_id: str | None) -> "asyncio.Task[Decimal]":
+        """The fetch in flight for `currency`, started if there is none."""
+        task = self._fetching.get(currency)
+        if task is None:
+            task = self._fetching[currency] = asyncio.create_task(self._fetch_and_keep(currency, request_id))
+            task.add_done_callback(lambda done: self._fetched(currency, done))
+        return task
+
+    def _fetched(self, currency: Currency, task: "asyncio.Task[Decimal]") -> None:
+        if self._fetching.get(currency) is task:
+            del self._fetching[currency]
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved: a refresh nobody awaited fails quietly
+        if error is not None and not isinstance(error, RateUnavailable):
+            logs.event(log, "rate_refresh_failed", logging.WARNING, reason=f"{type(error).__name__}: {error}")
+
+    async def _fetch_and_keep(self, currency: Currency, request_id: str | None) -> Decimal:
         asked_at = time.monotonic()
-        rate, fetched_at = self._fetch(currency, request_id)
-        with self._lock:
-            kept = self._recent.get(currency)
-            if kept is None or kept[2] <= asked_at:
-                self._recent[currency] = (rate, fetched_at, asked_at)
+        rate, fetched_at = await self._fetch(currency, request_id)
+        kept = self._recent.get(currency)
+        if kept is None or kept[2] <= asked_at:
+            self._recent[currency] = (rate, fetched_at, asked_at)
         return rate
 
-    def _refresh_in_background(self, currency: Currency, request_id: str | None) -> None:
-        with self._lock:
-            if currency in self._refreshing:
-                return
-            self._refreshing.add(currency)
-        threading.Thread(target=self._refresh, args=(currency, request_id), daemon=True).start()
-
-    def _refresh(self, currency: Currency, request_id: str | None) -> None:
-        try:
-            self._fetch_and_keep(currency, request_id)
-        except RateUnavailable:
-            pass  # not this order's failure: the next order past the window fetches and answers it
-        except Exception as error:  # e.g. the client closed at shutdown; never kill the thread loudly
-            logs.event(log, "rate_refresh_failed", logging.WARNING, reason=f"{type(error).__name__}: {error}")
-        finally:
-            with self._lock:
-                self._refreshing.discard(currency)
-
-    def _fetch(self, currency: Currency, request_id: str | None) -> tuple[Decimal, datetime]:
+    async def _fetch(self, currency: Currency, request_id: str | None) -> tuple[Decimal, datetime]:
         headers = {"X-Request-ID": request_id} if request_id else None
         try:
-            response = self._client.get(f"/btc_price/{currency.value}", headers=headers)
+            response = await self._client.get(f"/btc_price/{currency.value}", headers=headers)
         except httpx.HTTPError as error:
             raise RateUnavailable(f"the btc_price service cannot be reached: {type(error).__name__}") from None
         if response.status_code != 200:
@@ -117,15 +112,17 @@ class BtcPriceClient:
             raise RateUnavailable(f"the {currency.value} rate is {age:.0f} s old, too old to price an order")
         return rate, fetched_at
 
-    def ping(self) -> bool:
+    async def ping(self) -> bool:
         try:
-            return self._probe_client.get("/healthz").status_code == 200
+            return (await self._probe_client.get("/healthz")).status_code == 200
         except httpx.HTTPError:
             return False
 
-    def close(self) -> None:
-        self._client.close()
-        self._probe_client.close()
+    async def close(self) -> None:
+        for task in list(self._fetching.values()):
+            task.cancel()
+        await self._client.aclose()
+        await self._probe_client.aclose()
 
 
 def _age(fetched_at: datetime) -> float:

@@ -1,14 +1,11 @@
 """Stored orders as `BuyOrder`s: the write model's `buy_order` columns every reader selects, and the mapping."""
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row
-
 from btc_orders.domain.orders import BuyOrder, Currency
 
-# What is selected of a `buy_order` row to make a `BuyOrder` (`prefixed` for a join).
+# What is selected of a `buy_order` row to make a `BuyOrder` (`prefixed` for a join), read back by name.
 ORDER_FIELDS = (
     "sequence",
     "id",
@@ -27,7 +24,8 @@ def prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{field}" for field in ORDER_FIELDS)
 
 
-def order_from_row(row: Row[Any], sequence: int | None = None, created_at: datetime | None = None) -> BuyOrder:
+def order_from_row(row: Any, sequence: int | None = None, created_at: datetime | None = None) -> BuyOrder:
+    """The order of a row holding `ORDER_FIELDS` as attributes (SQLAlchemy's rows, psycopg's `namedtuple_row`)."""
     return BuyOrder(
         id=row.id,
         sequence=row.sequence if sequence is None else sequence,
@@ -37,19 +35,4 @@ def order_from_row(row: Row[Any], sequence: int | None = None, created_at: datet
         exchange_rate=row.exchange_rate,
         bitcoin_amount=row.bitcoin_amount,
         idempotence_key=row.idempotence_key,
-    )
-
-
-def order_from_fields(fields: Sequence[Any]) -> BuyOrder:
-    """A `BuyOrder` from the values of `ORDER_FIELDS`, in that order (a raw driver row)."""
-    sequence, order_id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key = fields
-    return BuyOrder(
-        id=order_id,
-        sequence=sequence,
-        created_at=created_at,
-        currency=Currency(currency),
-        amount=amount,
-        exchange_rate=exchange_rate,
-        bitcoin_amount=bitcoin_amount,
-        idempotence_key=idempotence_key,
     )

@@ -2,15 +2,13 @@
 
 The routes are module-level and reach their adapters through `deps`; `create_app` does no I/O
 (the adapters are built by `bootstrap` when the app starts), so tests build the app with a
-bootstrap of fakes or set `app.state.adapters`. The key's HTTP rules (header or body, both
-differing, neither) are here; the order's rules are `handler.place_buy_order`'s. The common case
-of `PUT /buy_order` (`fast_path.plain_command`) is answered ahead of FastAPI's routing
-(`web.FastRoute`) by `place` below; the route answers every other request and documents the API.
+bootstrap of fakes or set `app.state.adapters` (or override `deps.get_adapters`). The key's HTTP
+rules (header or body, both differing, neither) are here; the order's rules are
+`handler.place_buy_order`'s. The body is read once, by the route's exact JSON parser (`ExactJsonRoute`).
 """
 
-import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Request
@@ -23,11 +21,9 @@ from btc_orders.domain import money
 from btc_orders.domain.commands import PlaceBuyOrder
 from btc_orders.domain.errors import IdempotenceKeyConflict
 from btc_orders.services import startup
-from btc_orders.services.create_buy_order.bootstrap import CreateAdapters
 from btc_orders.services.create_buy_order.bootstrap import bootstrap as build_adapters
 from btc_orders.services.create_buy_order.deps import Adapters, settings_of
-from btc_orders.services.create_buy_order.fast_path import plain_command
-from btc_orders.services.create_buy_order.handler import place_buy_order_on_loop
+from btc_orders.services.create_buy_order.handler import place_buy_order
 from btc_orders.services.create_buy_order.schemas import (
     BuyOrderRequest,
     ExactJsonRoute,
@@ -99,13 +95,8 @@ async def put_buy_order(
         Header(description="alternative to the body's `idempotence_key`: a UUID, bare or quoted (RFC 8941)"),
     ] = None,
 ) -> Response:
-    return await place(request, adapters, place_command(body, idempotency_key, logs.request_id_var.get()))
-
-
-async def place(request: Request, adapters: CreateAdapters, command: PlaceBuyOrder) -> Response:
-    """The answer to a well-formed `PUT /buy_order`: the route's, and the fast route's (`fast_path`)."""
-    in_thread = functools.partial(web.in_thread, adapters.executor)
-    order, created = await place_buy_order_on_loop(command, adapters.prices, adapters.orders, in_thread)
+    command = place_command(body, idempotency_key, logs.request_id_var.get())
+    order, created = await place_buy_order(command, adapters.prices, adapters.orders)
     if created:
         location = f"{settings_of(request).public_fetch_url}/buy_orders/{order.id}"
         return web.json_response(order.resource(), 201, {"Location": location})
@@ -121,7 +112,7 @@ async def place(request: Request, adapters: CreateAdapters, command: PlaceBuyOrd
     responses={503: openapi.error("the write model is unavailable", "service_unavailable")},
 )
 async def get_capacity(request: Request, adapters: Adapters) -> Response:
-    ledger = await web.in_thread(adapters.executor, adapters.orders.capacity)
+    ledger = await adapters.ledger.capacity()
     cap, available = ledger if ledger is not None else (settings_of(request).btc_cap_satoshis, 0)
     return web.json_response(
         {
@@ -162,11 +153,8 @@ def idempotence_key(body_key: uuid.UUID | None, header_key: uuid.UUID | None) ->
 
 def create_app(
     settings: CreateBuyOrderSettings,
-    bootstrap: Callable[[CreateBuyOrderSettings], startup.Adapters] = build_adapters,
+    bootstrap: Callable[[CreateBuyOrderSettings], Awaitable[startup.Adapters]] = build_adapters,
 ) -> FastAPI:
-    # The route's common case is answered ahead of FastAPI's routing (`web.FastRoute`); the route
-    # answers the rest, and documents the API.
-    fast_path = web.fast_route(router, put_buy_order, plain_command, place)
-    app = startup.http_app("create_buy_order", DESCRIPTION, settings, bootstrap, middleware=[fast_path])
+    app = startup.http_app("create_buy_order", DESCRIPTION, settings, bootstrap)
     app.include_router(router)
     return app

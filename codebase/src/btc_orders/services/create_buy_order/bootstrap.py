@@ -1,73 +1,66 @@
 """create_buy_order's composition root: every adapter it uses, built at start (the app's lifespan).
 
-The schema check and the cap ledger's `ensure_cap` run here and nowhere else.
+The schema check and the cap ledger's `ensure_cap` run here and nowhere else. One pool of the
+write-model database serves everything: orders, `/capacity`, the readiness probe and the cap gauges.
 """
 
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
+import psycopg_pool
 
-from btc_orders import metrics, web
-from btc_orders.adapters import db, db_loop
+from btc_orders import metrics
+from btc_orders.adapters import db
 from btc_orders.adapters.btc_price_client import BtcPriceClient
-from btc_orders.adapters.db_loop import LoopConnections
+from btc_orders.adapters.cap_ledger import CapLedger
 from btc_orders.adapters.write_model import WriteModel
-from btc_orders.services.startup import engine_at_schema
+from btc_orders.services import startup
 from btc_orders.settings import CreateBuyOrderSettings
+
+# How long a scrape of /metrics waits for the cap gauges' statement (it reports no gauge past it).
+CAP_GAUGES_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
 class CreateAdapters:
     orders: WriteModel
+    ledger: CapLedger
     prices: BtcPriceClient
-    engine: Engine
-    probe_engine: Engine
-    loop_connections: LoopConnections
-    # The threads that place orders (`web.in_thread`): one per pooled connection, so a request
-    # waits for a thread, never for a connection.
-    executor: ThreadPoolExecutor
+    pool: psycopg_pool.AsyncConnectionPool
+    collectors: list[metrics.CapCollector] = field(default_factory=list)
 
     async def start(self) -> None:
         pass
 
     async def readiness(self) -> dict[str, bool]:
-        return {
-            "write_model": await web.probe(db.ping, self.probe_engine),
-            "btc_price": await web.probe(self.prices.ping),
-        }
+        # Through the orders' pool: a probe waits for a connection (bounded) as an order does.
+        return {"write_model": await db.ping_pool(self.pool), "btc_price": await self.prices.ping()}
 
     async def close(self) -> None:
-        await self.loop_connections.close()
-        self.executor.shutdown(wait=True)
-        self.prices.close()
-        self.engine.dispose()
-        self.probe_engine.dispose()
+        for collector in self.collectors:
+            metrics.unregister(collector)
+        await self.prices.close()
+        await self.pool.close()
 
 
-def bootstrap(settings: CreateBuyOrderSettings) -> CreateAdapters:
-    # Three quarters of DB_POOL_SIZE serve the fast path's statement awaited on the event loop, the
-    # rest the threads, which take every other statement and an order when every loop connection is busy.
-    on_loop = db_loop.connections_on_loop(settings.db_pool_size)
-    threads = settings.db_pool_size - on_loop
-    # Autocommit: an order is one statement on the fast path (see WriteModel).
-    engine = engine_at_schema(settings.write_model_db_url, threads, "create_buy_order", "write_model", autocommit=True)
-    loop_connections = LoopConnections(settings.write_model_db_url, on_loop, "create_buy_order")
-    orders = WriteModel(engine, settings.cap_ledger_slots, engine_autocommit=True, loop_connections=loop_connections)
-    orders.ensure_cap(settings.btc_cap_satoshis)
-    # Probes (/readyz, the cap gauges of /metrics) read through connections of their own: never
-    # one of the pool the request threads hold (web.probe bounds their threads).
-    probe_engine = db.create_engine(
-        settings.write_model_db_url, web.PROBE_THREADS, "create_buy_order_probe", autocommit=True
-    )
-    metrics.register(
-        metrics.CapCollector(WriteModel(probe_engine, settings.cap_ledger_slots, engine_autocommit=True).cap_status)
-    )
+async def bootstrap(settings: CreateBuyOrderSettings) -> CreateAdapters:
+    startup.wait_for_schema(settings.write_model_db_url, "write_model")
+    pool = db.async_pool(settings.write_model_db_url, settings.db_pool_size, "create_buy_order")
+    try:
+        await pool.open(wait=True, timeout=startup.STARTUP_WAIT_SECONDS)
+        ledger = CapLedger(pool, settings.cap_ledger_slots)
+        await ledger.ensure_cap(settings.btc_cap_satoshis)
+    except BaseException:
+        await pool.close()
+        raise
     prices = BtcPriceClient(
         str(settings.btc_price_url),
         settings.btc_price_timeout_seconds,
         settings.rate_max_age_seconds,
         reuse_seconds=settings.rate_ttl_seconds,
     )
-    executor = ThreadPoolExecutor(threads, thread_name_prefix="write_model")
-    return CreateAdapters(orders, prices, engine, probe_engine, loop_connections, executor)
+    # The cap gauges are read at scrape time on this loop, through the same pool, by the thread that
+    # renders /metrics (`web.probe`): the loop never waits for them.
+    gauges = metrics.CapCollector(metrics.on_loop(asyncio.get_running_loop(), ledger.cap_status, CAP_GAUGES_SECONDS))
+    metrics.register(gauges)
+    return CreateAdapters(WriteModel(pool, ledger), ledger, prices, pool, [gauges])

@@ -1,7 +1,7 @@
 """What create_buy_order's routes depend on (FastAPI `Depends`): the adapters its lifespan built.
 
-One async getter (it runs on the event loop: no thread hop, and one dependency is all the hot
-route resolves); `web.FastRoute` reads `app.state.adapters` as it does.
+One async getter (it runs on the event loop: no thread hop); tests may override it
+(`app.dependency_overrides[get_adapters]`).
 """
 
 from typing import Annotated

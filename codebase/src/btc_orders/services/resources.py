@@ -26,7 +26,7 @@ _ANNOTATIONS: dict[Kind, Any] = {
 _DOC = "The order resource (SPEC 3.3). Money values are decimal strings."
 
 
-def field_definition(field: OrderField) -> tuple[Any, Any]:
+def _resource_field(field: OrderField) -> tuple[Any, Any]:
     """A declared field as a pydantic field: its annotation (`| None` when nullable) and its
     description and example. Every field of the resource is present: a nullable one as `null`."""
     annotation = _ANNOTATIONS[field.kind]
@@ -37,7 +37,7 @@ def field_definition(field: OrderField) -> tuple[Any, Any]:
 def resource_model(order_fields: tuple[OrderField, ...] = orders.FIELDS) -> type[BaseModel]:
     """The model of the order resource for these declared fields, in the order the API serves them."""
     served = orders.resource_fields(order_fields)
-    definitions: dict[str, Any] = {field.name: field_definition(field) for field in served}
+    definitions: dict[str, Any] = {field.name: _resource_field(field) for field in served}
     return create_model("BuyOrderResource", __doc__=_DOC, __module__=__name__, **definitions)
 
 

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import rabbitmq
-from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay.relay import Relay
 from tests.support.services import Databases, base_env
+from tests.support.workers import store_orders
 
 
 def admin(databases: Databases, amqp_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -31,13 +29,9 @@ def admin(databases: Databases, amqp_url: str, *args: str, cwd: Path) -> subproc
     )
 
 
-def place_orders(write_engine: Engine, count: int) -> WriteModel:
-    write_model = WriteModel(write_engine)
-    write_model.ensure_cap(100 * 10**8)
+def place_orders(write_engine: Engine, count: int) -> None:
     for index in range(count):
-        request = OrderRequest(Currency.EUR, Decimal(f"{index + 1}.25"), uuid.uuid4())
-        write_model.place(request, Decimal("91234.56"), f"admin-{index}")
-    return write_model
+        store_orders(write_engine, 1, "EUR", Decimal(f"{index + 1}.25"), Decimal("91234.56"), [f"admin-{index}"])
 
 
 def bulk_orders(write_engine: Engine, count: int) -> None:

@@ -1,7 +1,6 @@
 """The buy_order.created v1 contract: one JSON Schema, kept by the relay and the worker alike."""
 
 import json
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,10 @@ import yaml
 from sqlalchemy import Engine
 
 from btc_orders.adapters import rabbitmq
-from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.orders import Currency, OrderRequest
+from btc_orders.domain.orders import Currency
 from btc_orders.events import SCHEMA_PATH, InvalidEvent, json_schema, parse_created_event
 from btc_orders.services.outbox_relay.relay import Relay
+from tests.support.workers import store_orders
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
@@ -111,11 +110,10 @@ def test_the_asyncapi_document_names_the_real_topology_and_schema() -> None:
 
 
 def test_what_the_relay_publishes_conforms_to_the_schema(write_engine: Engine, amqp_url: str) -> None:
-    write_model = WriteModel(write_engine)
-    write_model.ensure_cap(100 * 10**8)
     for index, currency in enumerate(Currency):
-        request = OrderRequest(currency, Decimal(f"{index + 1}0.5"), uuid.uuid4())
-        write_model.place(request, Decimal("97012.340"), f"req-{index}")
+        store_orders(
+            write_engine, 1, currency.value, Decimal(f"{index + 1}0.5"), Decimal("97012.340"), [f"req-{index}"]
+        )
     relay = Relay(write_engine, amqp_url)
     assert relay.relay_once() == 3
     relay.close()

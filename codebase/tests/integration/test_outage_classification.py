@@ -1,21 +1,23 @@
 """`db.is_outage` decides by what a database error means (its SQLSTATE), not by its exception class.
 
 Each error here is raised by a real Postgres (`RAISE SQLSTATE`), so the driver builds it as it
-would in production: wrapped by SQLAlchemy, or raw from a psycopg2 connection.
+would in production: wrapped by SQLAlchemy (the synchronous processes' engine), or raw from a
+psycopg connection (the asynchronous processes' pool).
 """
 
 from collections.abc import Iterator
 
-import psycopg2
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from btc_orders import web
 from btc_orders.adapters import db
 from btc_orders.domain.errors import ServiceUnavailable
+from btc_orders.services.startup import http_app
+from btc_orders.settings import BaseServiceSettings
 from tests.support.services import PG_ADMIN_URL, admin_connection
 
 OUTAGES = {
@@ -71,13 +73,9 @@ def _wrapped(engine: Engine, code: str) -> DBAPIError:
     return raised.value
 
 
-def _raw(code: str) -> psycopg2.Error:
-    connection = admin_connection()
-    try:
-        with pytest.raises(psycopg2.Error) as raised, connection.cursor() as cursor:
-            cursor.execute(_raise(code))
-    finally:
-        connection.close()
+def _raw(code: str) -> psycopg.Error:
+    with admin_connection() as connection, pytest.raises(psycopg.Error) as raised:
+        connection.execute(_raise(code))
     return raised.value
 
 
@@ -102,18 +100,30 @@ def test_an_error_about_the_statement_or_a_bug_is_not_an_outage(engine: Engine, 
 
 def test_a_read_only_database_is_told_as_such() -> None:
     raw = _raw("25006")
-    assert isinstance(raw, psycopg2.InternalError)  # not an OperationalError: the class says nothing
+    assert isinstance(raw, psycopg.InternalError)  # not an OperationalError: the class says nothing
     with pytest.raises(ServiceUnavailable, match="read-only"), db.unavailable_on_outage("write-model"):
         raise raw
 
 
-def _app_raising(code: str) -> FastAPI:
-    """An app of the suite whose one route lets a database error escape every adapter."""
+class _NoAdapters:
+    async def start(self) -> None:
+        pass
 
-    async def ready() -> dict[str, bool]:
+    async def readiness(self) -> dict[str, bool]:
         return {}
 
-    app = web.create_app("test", "a route that fails", ready)
+    async def close(self) -> None:
+        pass
+
+
+def _app_raising(code: str) -> FastAPI:
+    """An app of the suite (as every HTTP service's is made) whose one route lets a database error
+    escape every adapter."""
+
+    async def bootstrap(_settings: BaseServiceSettings) -> _NoAdapters:
+        return _NoAdapters()
+
+    app = http_app("test", "a route that fails", BaseServiceSettings(), bootstrap)
 
     @app.get("/fail")
     def fail() -> None:

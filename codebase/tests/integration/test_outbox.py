@@ -1,26 +1,23 @@
 """The outbox (adapters/outbox.py): rows hold no payload, the claim renders the event from the order,
 and a row written with its payload before write-model migration 0003 is published as it was stored."""
 
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import Engine, text
-from yoyo import get_backend, read_migrations
+from yoyo import read_migrations
 
 from btc_orders.adapters import db, outbox
-from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.orders import Currency, OrderRequest
+from btc_orders.adapters.order_rows import ORDER_COLUMNS, order_from_row
 from btc_orders.events import created_event
-from btc_orders.services.migration.__main__ import yoyo_url
+from btc_orders.services.migration.__main__ import backend
 from tests.support.services import Databases, throwaway_databases
+from tests.support.workers import store_orders
 
 
 def place(engine: Engine, request_id: str | None = None) -> None:
-    write_model = WriteModel(engine)
-    write_model.ensure_cap(100 * 10**8)
-    write_model.place(OrderRequest(Currency.GBP, Decimal("7.5"), uuid.uuid4()), Decimal("81234.5600"), request_id)
+    store_orders(engine, 1, "GBP", Decimal("7.50"), Decimal("81234.5600"), [request_id])
 
 
 def test_a_row_with_a_stored_payload_is_published_as_stored_and_one_without_is_rendered(write_engine: Engine) -> None:
@@ -55,10 +52,10 @@ def test_claimed_rows_are_skipped_by_another_claim_and_sent_rows_are_not_claimed
 def at_0002() -> Iterator[Databases]:
     """Databases with the write model at migration 0002 (outbox rows stored their payload)."""
     with throwaway_databases(migrated=False) as databases:
-        backend = get_backend(yoyo_url(databases.write_url))
+        migrating = backend(databases.write_url)
         migrations = read_migrations(str(db.migrations_dir("write_model")))
-        with backend.lock():
-            backend.apply_migrations(backend.to_apply(migrations.filter(lambda m: m.id[:4] in {"0001", "0002"})))
+        with migrating, migrating.lock():
+            migrating.apply_migrations(migrating.to_apply(migrations.filter(lambda m: m.id[:4] in {"0001", "0002"})))
         yield databases
 
 
@@ -80,18 +77,16 @@ def test_migration_0003_keeps_every_unsent_event_as_it_was_stored(at_0002: Datab
                 ),
                 {"sequence": order.sequence, "payload": '{"written":"by 0002"}'},
             )
-        backend = get_backend(yoyo_url(at_0002.write_url))
-        with backend.lock():
-            backend.apply_migrations(backend.to_apply(read_migrations(str(db.migrations_dir("write_model")))))
-        db.check_schema(engine, "write_model")
+        with backend(at_0002.write_url) as migrating, migrating.lock():
+            migrating.apply_migrations(migrating.to_apply(read_migrations(str(db.migrations_dir("write_model")))))
+        db.check_schema(at_0002.write_url, "write_model")
         place(engine, "new")
         with engine.begin() as connection:
             old, new = outbox.claim(connection, 10)
-            stored = WriteModel(engine).find_by_key(
-                connection.execute(text("SELECT idempotence_key FROM buy_order WHERE request_id = 'new'")).scalar_one()
+            stored = order_from_row(
+                connection.execute(text(f"SELECT {ORDER_COLUMNS} FROM buy_order WHERE request_id = 'new'")).one()
             )
         assert old.payload == '{"written":"by 0002"}'
-        assert stored is not None
         assert new.payload == created_event(stored, new.event_id, "new")
     finally:
         engine.dispose()

@@ -9,24 +9,18 @@ import subprocess
 import sys
 import threading
 import uuid
-from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay import relay as relay_module
 from btc_orders.services.outbox_relay.relay import Relay
 from tests.support.services import Databases, base_env, wait_until
-from tests.support.workers import start_relay
+from tests.support.workers import start_relay, store_orders
 
 
 def place(write_engine: Engine, count: int) -> None:
-    write_model = WriteModel(write_engine)
-    write_model.ensure_cap(100 * 10**8)
-    for _ in range(count):
-        write_model.place(OrderRequest(Currency.EUR, Decimal("1.00"), uuid.uuid4()), Decimal("90000.00"), None)
+    store_orders(write_engine, count)
 
 
 def outbox(write_engine: Engine) -> tuple[int, int]:

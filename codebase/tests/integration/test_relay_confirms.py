@@ -6,27 +6,20 @@ to be published again.
 """
 
 import time
-import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 
 import pika
 import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import rabbitmq
-from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay.relay import Relay
 from tests.support.services import rabbitmqctl
+from tests.support.workers import store_orders
 
 
 def place_orders(write_engine: Engine, count: int) -> None:
-    write_model = WriteModel(write_engine)
-    write_model.ensure_cap(100 * 10**8)
-    for index in range(count):
-        request = OrderRequest(Currency.EUR, Decimal("10.00"), uuid.uuid4())
-        write_model.place(request, Decimal("90000.00"), f"req-{index}")
+    store_orders(write_engine, count, request_ids=[f"req-{index}" for index in range(count)])
 
 
 def unsent(write_engine: Engine) -> int:
@@ -155,31 +148,3 @@ def test_close_ends_the_connection_cleanly(write_engine: Engine, amqp_url: str, 
     assert len(relay_connections(vhost_of(amqp_url))) == 1
     relay.close()
     assert relay_connections(vhost_of(amqp_url)) == [], "close() returns once the broker has closed the connection"
-
-
-def test_a_batch_leaves_in_one_send_not_one_per_frame(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pika sends each frame (three per message) with a `send()` of its own; the publisher joins a
-    batch's frames first. Counted at pika's socket send, the one place every byte goes out."""
-    from pika.adapters.utils import io_services_utils
-
-    sends: list[int] = []
-    real_send = io_services_utils._AsyncTransportBase._sigint_safe_send
-
-    def counted(sock: object, data: bytes) -> int:
-        sent: int = real_send(sock, data)
-        sends.append(sent)
-        return sent
-
-    monkeypatch.setattr(io_services_utils._AsyncTransportBase, "_sigint_safe_send", staticmethod(counted))
-    publisher = rabbitmq.ConfirmingPublisher(amqp_url, "test_one_send")
-    publisher.open()
-    try:
-        sends.clear()
-        bodies = [f'{{"n":{n}}}'.encode() for n in range(50)]
-        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, message_id="m")
-        publisher.publish([rabbitmq.Message(rabbitmq.ROUTING_KEY, body, properties) for body in bodies])
-        sent_for_the_batch = len(sends)
-    finally:
-        publisher.close()
-    assert sent_for_the_batch == 1  # it was 150: one per frame
-    assert len(queued_message_ids(amqp_url)) == 50

@@ -9,28 +9,21 @@ tests/integration/test_admin.py.
 
 import logging
 import time
-import uuid
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters import db
-from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay.relay import Relay
 from tests.support.services import Databases, wait_until
-from tests.support.workers import log_events, start_relay
+from tests.support.workers import log_events, start_relay, store_orders
 
 RELAY_LOG = "btc_orders.services.outbox_relay.relay"
 APPLICATION = "relay_idle_test"
 
 
 def place(write_engine: Engine, count: int) -> None:
-    write_model = WriteModel(write_engine)
-    write_model.ensure_cap(100 * 10**8)
-    for _ in range(count):
-        write_model.place(OrderRequest(Currency.EUR, Decimal("1.00"), uuid.uuid4()), Decimal("90000.00"), None)
+    store_orders(write_engine, count)
 
 
 def unsent(write_engine: Engine) -> int:

@@ -8,7 +8,6 @@ other relays within seconds; once the network is back, the relay reconnects and 
 
 import logging
 import socket
-import uuid
 from decimal import Decimal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,12 +16,18 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from btc_orders.adapters import db, rabbitmq
-from btc_orders.adapters.write_model import WriteModel
-from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.services.outbox_relay.relay import Relay
 from tests.support.blackhole_proxy import BlackholeProxy
 from tests.support.services import Databases, wait_until
-from tests.support.workers import PROJECTOR_LOG, Running, log_events, place_and_relay, projected, start_relay
+from tests.support.workers import (
+    PROJECTOR_LOG,
+    Running,
+    log_events,
+    place_and_relay,
+    projected,
+    start_relay,
+    store_orders,
+)
 
 RELAY_LOG = "btc_orders.services.outbox_relay.relay"
 
@@ -49,10 +54,7 @@ def test_the_proxy_holds_bytes_while_blackholed_and_delivers_them_after() -> Non
 
 
 def place(write_engine: Engine, count: int) -> None:
-    write_model = WriteModel(write_engine)
-    write_model.ensure_cap(100 * 10**8)
-    for _ in range(count):
-        write_model.place(OrderRequest(Currency.GBP, Decimal("3.00"), uuid.uuid4()), Decimal("80000.00"), None)
+    store_orders(write_engine, count, "GBP", Decimal("3.00"), Decimal("80000.00"))
 
 
 def place_at_once(write_engine: Engine, count: int) -> None:

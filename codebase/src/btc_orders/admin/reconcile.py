@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, text
 
 from btc_orders.adapters.outbox import highest_order_sequence
@@ -35,12 +36,13 @@ _READ_CHUNK = text(
     ORDER BY sequence
     """  # noqa: S608  (fixed column names; values are parameters)
 )
-_UPSERT_COLUMNS = ("sequence", *FIELDS, "event_id", "document")
-# Run once per row of a chunk (psycopg sends the rows of an `executemany` in one pipeline).
+_UPSERT_COLUMNS = ", ".join(("sequence", *FIELDS, "event_id", "document"))
+# A chunk's rows in one statement (the read model's statement-level triggers run once per chunk), as
+# one JSON array read into the table's own row type: each column typed by the table itself.
 _UPSERT = text(
     f"""
-    INSERT INTO buy_order_view ({", ".join(_UPSERT_COLUMNS)})
-    VALUES ({", ".join(f":{name}" for name in _UPSERT_COLUMNS)})
+    INSERT INTO buy_order_view ({_UPSERT_COLUMNS})
+    SELECT {_UPSERT_COLUMNS} FROM jsonb_populate_recordset(NULL::buy_order_view, CAST(:rows AS jsonb))
     ON CONFLICT (sequence) DO UPDATE SET
         {", ".join(f"{name} = EXCLUDED.{name}" for name in (*FIELDS, "document"))}
     """  # noqa: S608  (fixed column names; values are parameters)
@@ -113,14 +115,18 @@ def _repair(read_engine: Engine, rows: list[Any], extra: list[int]) -> None:
         if rows:
             connection.execute(
                 _UPSERT,
-                [
-                    {
-                        **{name: getattr(row, name) for name in ("sequence", *FIELDS)},
-                        "event_id": _event_id(row),
-                        "document": _document(row),
-                    }
-                    for row in rows
-                ],
+                {
+                    "rows": orjson.dumps(
+                        [
+                            {
+                                **{name: getattr(row, name) for name in ("sequence", *FIELDS)},
+                                "event_id": _event_id(row),
+                                "document": _document(row),
+                            }
+                            for row in rows
+                        ]
+                    ).decode()
+                },
             )
         if extra:
             connection.execute(_DELETE, {"sequences": extra})

@@ -303,6 +303,28 @@ def test_a_write_model_outage_is_a_503_and_nothing_half_stored(suite: Suite) -> 
     assert recovered.status_code == 201
 
 
+def test_connections_the_server_closed_while_idle_cost_no_order(suite: Suite) -> None:
+    """A restart, a failover or an idle-session reaper ends every connection the service holds; the
+    database is healthy again at once: every next order is stored, none answered 503."""
+    suite.start("btc_price")
+    api = suite.start("create_buy_order").url
+    for _ in range(5):
+        assert put(api, {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())}).status_code == 201
+    with admin_connection() as connection:
+        ended = connection.execute(
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+            " WHERE datname = %s AND application_name = 'create_buy_order'",
+            (suite.databases.write_name,),
+        ).fetchone()
+    assert ended is not None and ended[0] >= 1
+    time.sleep(2)
+    answers = [
+        put(api, {"currency": "USD", "amount": "1.00", "idempotence_key": str(uuid.uuid4())}).status_code
+        for _ in range(40)
+    ]
+    assert answers == [201] * 40
+
+
 def test_a_replay_is_answered_while_no_rate_can_be_had(suite: Suite) -> None:
     fast = {"RATE_TTL_SECONDS": "0.2", "RATE_MAX_AGE_SECONDS": "0.5"}
     suite.start("btc_price", **fast)

@@ -7,9 +7,10 @@ inserted, not committed), as a slow request on another replica would be.
 import threading
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import httpx
-import psycopg2
+import psycopg
 import pytest
 
 from btc_orders.domain import money
@@ -20,17 +21,16 @@ FIRST_AMOUNT = Decimal("50.00")
 FIRST_RATE = Decimal("97012.34")  # 50 USD = 0.00051540 BTC
 
 
-def hold_first_attempt(suite: Suite, key: str) -> "psycopg2.extensions.connection":
-    connection = psycopg2.connect(dsn(suite.databases.write_name))
+def hold_first_attempt(suite: Suite, key: str) -> "psycopg.Connection[Any]":
+    connection = psycopg.connect(dsn(suite.databases.write_name))  # in a transaction until committed
     satoshis = money.bitcoin_satoshis(FIRST_AMOUNT, FIRST_RATE)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM cap_slot ORDER BY slot FOR UPDATE")
-        cursor.execute("UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - %s WHERE slot = 0", (satoshis,))
-        cursor.execute(
-            "INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount)"
-            " VALUES (%s, %s, 'USD', %s, %s, %s)",
-            (str(uuid.uuid4()), key, FIRST_AMOUNT, FIRST_RATE, money.satoshis_to_btc(satoshis)),
-        )
+    connection.execute("SELECT 1 FROM cap_slot ORDER BY slot FOR UPDATE")
+    connection.execute("UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - %s WHERE slot = 0", (satoshis,))
+    connection.execute(
+        "INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount)"
+        " VALUES (%s, %s::uuid, 'USD', %s, %s, %s)",
+        (uuid.uuid4(), key, FIRST_AMOUNT, FIRST_RATE, money.satoshis_to_btc(satoshis)),
+    )
     return connection
 
 

@@ -4,6 +4,9 @@ waiter to look again (what landed in between was not notified)."""
 
 import asyncio
 import itertools
+import os
+import shutil
+import urllib.parse
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +18,7 @@ from sqlalchemy import Engine
 
 from btc_orders.adapters.projection import apply_created_events
 from btc_orders.services.fetch_buy_orders.arrivals import Arrivals, connector
+from tests.support.blackhole_proxy import BlackholeProxy
 from tests.support.services import Databases, admin_connection
 
 NAME = "arrivals_test"
@@ -110,3 +114,40 @@ async def test_a_database_away_at_start_is_listened_to_once_it_answers() -> None
         assert gaps == sorted(gaps) and all(0.1 < gap < 5 for gap in gaps), gaps  # backed off, and bounded
     finally:
         await arrivals.stop()
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(
+    not (os.geteuid() == 0 and shutil.which("iptables")),
+    reason="a dead peer needs the kernel to drop packets (root, iptables): a proxy's kernel answers keepalives",
+)
+async def test_a_listener_cut_off_by_a_silent_network_wakes_its_waiters_and_listens_again(
+    databases: Databases, read_engine: Engine
+) -> None:
+    """No reset, no close: only silence. The keepalives of `db.connect_args` notice it in seconds, every
+    waiter looks again, and the listener reconnects once the network is back."""
+    target = urllib.parse.urlsplit(databases.read_url)
+    with BlackholeProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        url = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+        arrivals = Arrivals(connector(url, NAME), max_waiters=2)
+        await arrivals.start()
+        try:
+            await until(lambda: arrivals.listening)
+            with arrivals.wait_for(uuid.uuid4()) as across:
+                assert across is not None
+                proxy.blackhole()
+                started = asyncio.get_running_loop().time()
+                await asyncio.wait_for(across.wait(), 40)  # the silence noticed: it looks again
+                assert not arrivals.listening
+                noticed = asyncio.get_running_loop().time() - started
+            proxy.restore()
+            await until(lambda: arrivals.listening, 30)
+            landing = order(1)
+            with arrivals.wait_for(landing["id"]) as landed:  # type: ignore[arg-type]
+                assert landed is not None
+                with read_engine.begin() as connection:
+                    apply_created_events(connection, [landing])
+                await asyncio.wait_for(landed.wait(), 20)
+        finally:
+            await arrivals.stop()
+    assert noticed < 30, noticed

@@ -13,11 +13,17 @@ from sqlalchemy import Engine, text
 from btc_orders.adapters import rabbitmq
 from btc_orders.services.outbox_relay.relay import Relay
 from tests.support.services import Databases, base_env
+from tests.support.urls import broker_list, multi_host
 from tests.support.workers import store_orders
 
 
-def admin(databases: Databases, amqp_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = base_env(WRITE_MODEL_DB_URL=databases.write_url, READ_MODEL_DB_URL=databases.read_url, AMQP_URL=amqp_url)
+def admin(
+    databases: Databases, amqp_url: str, *args: str, cwd: Path, multi_host_urls: bool = False
+) -> subprocess.CompletedProcess[str]:
+    write_url, read_url = databases.write_url, databases.read_url
+    if multi_host_urls:
+        write_url, read_url = multi_host(write_url), multi_host(read_url)
+    env = base_env(WRITE_MODEL_DB_URL=write_url, READ_MODEL_DB_URL=read_url, AMQP_URL=amqp_url)
     return subprocess.run(
         [sys.executable, "-m", "btc_orders.admin", *args],
         env=env,
@@ -85,10 +91,22 @@ def test_status_reports_cap_outbox_queues_and_lag(
     assert "outbox backlog" in text_form.stdout
 
 
+def test_status_reaches_multi_host_databases_and_a_broker_list(
+    databases: Databases, write_engine: Engine, amqp_url: str, tmp_path: Path
+) -> None:
+    place_orders(write_engine, 2)
+    result = admin(databases, broker_list(amqp_url), "status", "--json", cwd=tmp_path, multi_host_urls=True)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert (status["outbox_backlog"], status["read_model_lag"], status["queue_depth"]) == (2, 2, 0)
+
+
 def test_an_unreachable_broker_exits_3(databases: Databases, tmp_path: Path) -> None:
     result = admin(databases, "amqp://guest:guest@127.0.0.1:1/%2F", "status", cwd=tmp_path)
     assert result.returncode == 3
-    assert "unreachable" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("a backing service is unreachable:")
+    assert lines[0].endswith("(AMQP_URL=amqp://guest:***@127.0.0.1:1/%2F)"), "the broker named, its URL masked"
 
 
 def test_reconcile_finds_missing_differing_and_extra_rows_and_repairs_them(

@@ -9,8 +9,16 @@ import pytest
 from tests.support.services import Databases, admin_connection, base_env
 
 
+def with_password(url: str) -> str:
+    return url.replace("postgres@", "postgres:secret@", 1)  # the test Postgres trusts loopback: any password does
+
+
 def admin_status(databases: Databases, amqp_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = base_env(WRITE_MODEL_DB_URL=databases.write_url, READ_MODEL_DB_URL=databases.read_url, AMQP_URL=amqp_url)
+    env = base_env(
+        WRITE_MODEL_DB_URL=with_password(databases.write_url),
+        READ_MODEL_DB_URL=with_password(databases.read_url),
+        AMQP_URL=amqp_url,
+    )
     return subprocess.run(
         [sys.executable, "-m", "btc_orders.admin", "status"],
         env=env,
@@ -42,3 +50,9 @@ def test_status_with_a_database_refusing_connections_exits_3_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("a backing service is unreachable:"), result.stderr
     assert "not currently accepting connections" in lines[0]
+    masked = (with_password(databases.write_url), with_password(databases.read_url))
+    assert (
+        "WRITE_MODEL_DB_URL={}, READ_MODEL_DB_URL={}".format(*(url.replace("secret", "***") for url in masked))
+        in lines[0]
+    )
+    assert "secret" not in result.stderr

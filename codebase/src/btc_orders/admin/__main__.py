@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:  # ... and on stderr, so that `--json` output stays JSON
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
             handler.setStream(sys.stderr)
+    # pika logs each failed connection attempt (a traceback included): an unreachable broker is the
+    # CLI's own one line below.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     command: Callable[[AdminSettings, argparse.Namespace], int] = arguments.command
     try:
         return command(config, arguments)

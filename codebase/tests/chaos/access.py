@@ -8,11 +8,9 @@ below, which the `*_privilege_revoked` faults take away and give back.
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
-from sqlalchemy.engine import make_url
-
-from tests.support.services import admin_connection, dsn
+from tests.support.services import admin_connection, sql
 
 GRANTS = (
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
@@ -31,29 +29,18 @@ def service_role() -> Iterator[str]:
     Enter it before the databases it is granted on, so that they are dropped first.
     """
     role = f"chaos_{uuid.uuid4().hex[:12]}"
-    connection = admin_connection()
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
-    connection.close()
+    with admin_connection() as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
     try:
         yield role
     finally:
-        connection = admin_connection()
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP ROLE IF EXISTS {role}")
-        connection.close()
+        with admin_connection() as connection:
+            connection.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def run_in(database: str, statements: tuple[str, ...], role: str) -> None:
     """Run `statements` (with `{role}` filled in) as the superuser in `database`."""
-    connection = psycopg2.connect(dsn(database))
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement.format(role=role))
-    finally:
-        connection.close()
+    sql(database, *(statement.format(role=role) for statement in statements))
 
 
 def grant(database: str, role: str) -> None:
@@ -66,4 +53,5 @@ def revoke(database: str, role: str) -> None:
 
 def as_role(url: str, role: str) -> str:
     """`url` with `role` as its user (no password: the test Postgres trusts loopback)."""
-    return make_url(url).set(username=role, password=None).render_as_string(hide_password=False)
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rsplit('@', 1)[-1]}"))

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
 from btc_orders.adapters import db, outbox
 from tests.chaos import access
@@ -182,11 +181,10 @@ def _proxy(url: str) -> BlackholeProxy:
 
 
 def _through(url: str, proxy: BlackholeProxy) -> str:
-    """`url` pointed at the proxy instead of the server."""
-    if url.startswith("amqp"):
-        parts = urlsplit(url)
-        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"))
-    return make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    """`url` (an AMQP or a Postgres URL) pointed at the proxy instead of the server."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{proxy.port}"))
 
 
 def _newest_sequence(write: Engine) -> int | None:

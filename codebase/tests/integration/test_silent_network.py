@@ -13,7 +13,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
 from btc_orders.adapters import db, rabbitmq
 from btc_orders.services.outbox_relay.relay import Relay
@@ -97,13 +96,13 @@ def test_a_relay_cut_off_while_holding_rows_releases_them_and_reconnects_after(
     databases: Databases, write_engine: Engine, amqp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=RELAY_LOG)
-    database = make_url(databases.write_url)
+    database = urlsplit(databases.write_url)
     broker = urlsplit(amqp_url)
     with (
-        BlackholeProxy(database.host or "127.0.0.1", database.port or 5432) as pg_proxy,
+        BlackholeProxy(database.hostname or "127.0.0.1", database.port or 5432) as pg_proxy,
         BlackholeProxy(broker.hostname or "127.0.0.1", broker.port or 5672) as amqp_proxy,
     ):
-        engine = db.create_engine(database.set(port=pg_proxy.port).render_as_string(hide_password=False), 2)
+        engine = db.create_engine(through(databases.write_url, pg_proxy.port), 2)
         relay = Relay(engine, through(amqp_url, amqp_proxy.port))
         stop, thread = start_relay(relay)
         try:

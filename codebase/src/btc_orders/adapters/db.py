@@ -46,6 +46,9 @@ KEEPALIVE_ARGS = {
 # parameters (`plan_cache_mode`): each hot statement's generic plan is the chain of index scans its
 # custom plans are (the EXPLAIN tests), so planning per request buys nothing.
 PREPARE_THRESHOLD = 2
+# How many prepared statements the driver keeps per connection (its default: 100): more than the
+# read model's page shapes (128) and the create path's statements, so none is prepared again and again.
+PREPARED_MAX = 256
 GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
 
 
@@ -172,12 +175,16 @@ def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.Async
             sweep.add_done_callback(sweeps.discard)
             raise
 
+    async def configure(connection: psycopg.AsyncConnection[Any]) -> None:
+        connection.prepared_max = PREPARED_MAX
+
     pool = psycopg_pool.AsyncConnectionPool(
         conninfo(url),
         kwargs={**connect_args(application_name), "autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
         min_size=size,
         max_size=size,
         open=False,
+        configure=configure,
         check=check,
         timeout=CONNECT_TIMEOUT_SECONDS,
         max_lifetime=1800,

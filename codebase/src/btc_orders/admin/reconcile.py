@@ -16,17 +16,18 @@ from sqlalchemy import Engine, text
 
 from btc_orders.adapters.outbox import highest_order_sequence
 from btc_orders.adapters.projection import document, highest_sequence
-from btc_orders.domain.orders import RESOURCE_FIELDS
+from btc_orders.domain import orders
 
-FIELDS = RESOURCE_FIELDS  # what a read-model row must agree on with the write model
+FIELDS = orders.RESOURCE_FIELDS  # what a read-model row must agree on with the write model
+# A read-model row is the event's `order` (the resource's fields and `sequence`): the write model's
+# columns are selected as the read model holds them (money as text), field by field, by name.
 _WRITE_CHUNK = text(
-    """
-    SELECT sequence, id, created_at, currency, amount::text AS amount, exchange_rate::text AS exchange_rate,
-           bitcoin_amount::text AS bitcoin_amount, idempotence_key
+    f"""
+    SELECT {", ".join(f"{name}::{orders.READ_TYPES[name]} AS {name}" for name in orders.EVENT_FIELDS)}
     FROM buy_order
     WHERE sequence > :after AND sequence <= :until
     ORDER BY sequence
-    """
+    """  # noqa: S608  (fixed column names; values are parameters)
 )
 _READ_CHUNK = text(
     f"""

@@ -1,38 +1,22 @@
-"""Stored orders as `BuyOrder`s: the write model's `buy_order` columns every reader selects, and the mapping."""
+"""Stored orders as `BuyOrder`s: the write model's `buy_order` columns every reader selects, and the
+mapping, both by name from the order's one declaration (`domain.orders.FIELDS`)."""
 
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
-from btc_orders.domain.orders import BuyOrder, Currency
+from btc_orders.domain import orders
+from btc_orders.domain.orders import BuyOrder
 
 # What is selected of a `buy_order` row to make a `BuyOrder` (`prefixed` for a join), read back by name.
-ORDER_FIELDS = (
-    "sequence",
-    "id",
-    "created_at",
-    "currency",
-    "amount",
-    "exchange_rate",
-    "bitcoin_amount",
-    "idempotence_key",
-)
-ORDER_COLUMNS = ", ".join(ORDER_FIELDS)
+ORDER_COLUMNS = orders.columns()
 
 
 def prefixed(alias: str) -> str:
     """`ORDER_COLUMNS` of the table named `alias` in a join."""
-    return ", ".join(f"{alias}.{field}" for field in ORDER_FIELDS)
+    return orders.columns(alias)
 
 
-def order_from_row(row: Any, sequence: int | None = None, created_at: datetime | None = None) -> BuyOrder:
-    """The order of a row holding `ORDER_FIELDS` as attributes (SQLAlchemy's rows, psycopg's `namedtuple_row`)."""
-    return BuyOrder(
-        id=row.id,
-        sequence=row.sequence if sequence is None else sequence,
-        created_at=row.created_at if created_at is None else created_at,
-        currency=Currency(row.currency),
-        amount=row.amount,
-        exchange_rate=row.exchange_rate,
-        bitcoin_amount=row.bitcoin_amount,
-        idempotence_key=row.idempotence_key,
-    )
+def order_from_row(row: Any) -> BuyOrder:
+    """The order of a row holding `ORDER_COLUMNS` by name: a mapping (psycopg's `dict_row`) or
+    SQLAlchemy's row (its `_mapping`); other columns are ignored."""
+    return BuyOrder.from_row(row if isinstance(row, Mapping) else row._mapping)

@@ -12,14 +12,14 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg.rows import namedtuple_row
+from psycopg.rows import dict_row
 from psycopg.types.numeric import Int2, Int8
 
 from btc_orders.adapters import db, outbox
 from btc_orders.adapters.cap_ledger import CapLedger, lock_every_slot, scalar, set_slots
 from btc_orders.adapters.db import unavailable_on_outage
 from btc_orders.adapters.order_rows import ORDER_COLUMNS, order_from_row, prefixed
-from btc_orders.domain import cap, money
+from btc_orders.domain import cap, money, orders
 from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight
 from btc_orders.domain.orders import BuyOrder, OrderRequest
 from btc_orders.events import EVENT_TYPE
@@ -30,12 +30,18 @@ log = logging.getLogger(__name__)
 # The outbox row of the order the CTE `o` inserted (parameters `event_id`, `routing_key`, `request_id`).
 _OUTBOX_FROM_ORDER = outbox.INSERT_FROM_ORDER_CTE
 
-_FIND_BY_KEY = f"SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = %(key)s"  # noqa: S608
+# An order's columns as the database assigns none of them (`orders.new_order`'s values, by name),
+# each parameter cast to its column's type.
+_INSERTED = ", ".join(orders.INSERTED_COLUMNS)
+_INSERTED_VALUES = ", ".join(f"%({name})s::{orders.WRITE_TYPES[name]}" for name in orders.INSERTED_COLUMNS)
+
+_FIND_BY_KEY = f"SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = %(idempotence_key)s"  # noqa: S608
 
 # The common case, in ONE statement and one round trip (run in autocommit: no BEGIN, no COMMIT
 # of its own; the statement is atomic). Result row: the key's stored order (`id` ...) set when the
 # key already names one; `placed_sequence` set when the order was stored; neither when the chosen
-# slot cannot cover the order (nothing stored, no lock left): take the slow path.
+# slot cannot cover the order (nothing stored, no lock left): take the slow path. The order's
+# columns and values follow its declaration (`domain.orders`), by name.
 #
 # `k` looks the key up. `s` takes the order's BTC from one slot if that slot holds enough. Under
 # READ COMMITTED a concurrent update of the slot is waited for and the condition re-checked on
@@ -49,14 +55,14 @@ _FIND_BY_KEY = f"SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = %
 # race cannot deadlock.
 _PLACE_IN_ONE_STATEMENT = f"""
     WITH k AS (
-        SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = %(key)s
+        SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = %(idempotence_key)s
     ), s AS (
         UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - %(satoshis)s
         WHERE slot = %(slot)s AND remaining_satoshis >= %(satoshis)s AND NOT EXISTS (SELECT FROM k)
         RETURNING slot
     ), o AS (
-        INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount, request_id)
-        SELECT %(id)s, %(key)s, %(currency)s, %(amount)s, %(exchange_rate)s, %(bitcoin_amount)s, %(request_id)s
+        INSERT INTO buy_order ({_INSERTED}, request_id)
+        SELECT {_INSERTED_VALUES}, %(request_id)s::text
         FROM s
         RETURNING sequence, created_at
     ), e AS (
@@ -72,8 +78,8 @@ _IDEMPOTENCE_KEY_CONSTRAINT = "buy_order_idempotence_key_key"
 # requests with one key never both store an order; no row when the key is taken.
 _INSERT_ORDER = f"""
     WITH o AS (
-        INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount, request_id)
-        VALUES (%(id)s, %(key)s, %(currency)s, %(amount)s, %(exchange_rate)s, %(bitcoin_amount)s, %(request_id)s)
+        INSERT INTO buy_order ({_INSERTED}, request_id)
+        VALUES ({_INSERTED_VALUES}, %(request_id)s::text)
         ON CONFLICT (idempotence_key) DO NOTHING
         RETURNING sequence, created_at
     ), e AS (
@@ -89,12 +95,12 @@ KEY_WAIT_SECONDS = 1.0
 # Claims the key for the length of a transaction that is always rolled back: ON CONFLICT waits
 # for a concurrent, uncommitted insert of the same key (an attempt in flight) to end. The row
 # is never committed, so only the key matters; the BTC column gets a placeholder that fits.
-_CLAIM_KEY = """
-    INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount)
-    VALUES (%(id)s, %(key)s, %(currency)s, %(amount)s, %(exchange_rate)s, 0.00000001)
+_CLAIM_KEY = f"""
+    INSERT INTO buy_order ({_INSERTED}) VALUES ({_INSERTED_VALUES})
     ON CONFLICT (idempotence_key) DO NOTHING
     RETURNING sequence
-"""
+"""  # noqa: S608  (fixed fragments; values are parameters)
+_CLAIM_PLACEHOLDER_BTC = Decimal("0.00000001")
 
 
 class _Placement:
@@ -105,47 +111,32 @@ class _Placement:
         self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None, slot: int
     ) -> None:
         self.request = request
-        self.exchange_rate = exchange_rate
         self.satoshis = satoshis
-        self.order_id = uuid.uuid4()
         self.bitcoin_amount = money.satoshis_to_btc(satoshis)
+        self.order = orders.new_order(request, uuid.uuid4(), exchange_rate, self.bitcoin_amount)
         # Integers wrapped in their column's type: the driver would type a Python int by its value,
         # and each set of parameter types is a statement of its own to prepare.
-        self.values: dict[str, Any] = {
-            "key": request.idempotence_key,
+        self.values: dict[str, Any] = self.order | {
             "satoshis": Int8(satoshis),
             "slot": Int2(slot),
-            "id": self.order_id,
-            "currency": request.currency.value,
-            "amount": request.amount,
-            "exchange_rate": exchange_rate,
-            "bitcoin_amount": self.bitcoin_amount,
             "request_id": request_id,
             "event_id": uuid.uuid4(),
             "routing_key": EVENT_TYPE,
         }
 
     def stored(self, sequence: int, created_at: Any) -> BuyOrder:
-        return BuyOrder(
-            id=self.order_id,
-            sequence=sequence,
-            created_at=created_at,
-            currency=self.request.currency,
-            amount=self.request.amount,
-            exchange_rate=self.exchange_rate,
-            bitcoin_amount=self.bitcoin_amount,
-            idempotence_key=self.request.idempotence_key,
-        )
+        """The order as stored, with what the database assigned."""
+        return BuyOrder.from_row(self.order | {"sequence": sequence, "created_at": created_at})
 
-    def outcome(self, row: Any) -> tuple[BuyOrder, bool] | None:
+    def outcome(self, row: dict[str, Any] | None) -> tuple[BuyOrder, bool] | None:
         """`(order, created)` from `_PLACE_IN_ONE_STATEMENT`'s row, or None when the chosen slot could
         not cover the order."""
         assert row is not None  # the statement returns one row, always
-        if row.id is not None:  # the key names a stored order
+        if row["id"] is not None:  # the key names a stored order
             return order_from_row(row), False
-        if row.placed_sequence is None:
+        if row["placed_sequence"] is None:
             return None
-        return self.stored(row.placed_sequence, row.placed_at), True
+        return self.stored(row["placed_sequence"], row["placed_at"]), True
 
 
 class WriteModel:
@@ -190,7 +181,7 @@ class WriteModel:
         """The common case; None when the chosen slot cannot cover the order."""
 
         async def work(connection: psycopg.AsyncConnection[Any]) -> Any:
-            cursor = connection.cursor(row_factory=namedtuple_row)
+            cursor = connection.cursor(row_factory=dict_row)
             return await (await cursor.execute(_PLACE_IN_ONE_STATEMENT, placement.values)).fetchone()
 
         try:
@@ -249,13 +240,7 @@ class WriteModel:
                 if satoshis <= ledger_cap:
                     return None
                 await connection.execute(f"SET LOCAL lock_timeout = '{int(KEY_WAIT_SECONDS * 1000)}ms'")
-                values = {
-                    "id": uuid.uuid4(),
-                    "key": request.idempotence_key,
-                    "currency": request.currency.value,
-                    "amount": request.amount,
-                    "exchange_rate": exchange_rate,
-                }
+                values = orders.new_order(request, uuid.uuid4(), exchange_rate, _CLAIM_PLACEHOLDER_BTC)
                 try:
                     claimed = await (await connection.execute(_CLAIM_KEY, values)).fetchone()
                 except psycopg.errors.LockNotAvailable as error:
@@ -275,6 +260,6 @@ class WriteModel:
 
 
 async def _find_by_key(connection: psycopg.AsyncConnection[Any], idempotence_key: uuid.UUID) -> BuyOrder | None:
-    cursor = connection.cursor(row_factory=namedtuple_row)
-    row = await (await cursor.execute(_FIND_BY_KEY, {"key": idempotence_key})).fetchone()
+    cursor = connection.cursor(row_factory=dict_row)
+    row = await (await cursor.execute(_FIND_BY_KEY, {"idempotence_key": idempotence_key})).fetchone()
     return order_from_row(row) if row else None

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from btc_orders.domain.commands import PlaceBuyOrder
 from btc_orders.domain.errors import BtcCapExceeded, IdempotenceKeyReused, OrderInFlight, RateUnavailable
-from btc_orders.domain.orders import BuyOrder, Currency
+from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest
 from btc_orders.services.create_buy_order.handler import KeysInFlight, place_buy_order
 from tests.unit.fakes import FakeOrderStore, FakeRates
 
@@ -33,7 +33,7 @@ def in_flight() -> KeysInFlight:
 
 
 def command(amount: str = "100", currency: str = "USD", key: uuid.UUID | None = None) -> PlaceBuyOrder:
-    return PlaceBuyOrder(Currency(currency), Decimal(amount), key or uuid.uuid4(), request_id="req-1")
+    return PlaceBuyOrder(OrderRequest(Currency(currency), Decimal(amount), key or uuid.uuid4()), request_id="req-1")
 
 
 def counted(name: str, **labels: str) -> float:

@@ -17,9 +17,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from btc_orders import logs, metrics, openapi, web
-from btc_orders.domain import money
+from btc_orders.domain import money, orders
 from btc_orders.domain.commands import PlaceBuyOrder
 from btc_orders.domain.errors import IdempotenceKeyConflict
+from btc_orders.domain.orders import OrderRequest
 from btc_orders.services import startup
 from btc_orders.services.create_buy_order.bootstrap import bootstrap as build_adapters
 from btc_orders.services.create_buy_order.deps import Adapters, settings_of
@@ -124,8 +125,11 @@ async def get_capacity(request: Request, adapters: Adapters) -> Response:
 
 
 def place_command(body: BuyOrderRequest, header_key: uuid.UUID | None, request_id: str | None) -> PlaceBuyOrder:
-    """The command a request asks for: the key from the body or the `Idempotency-Key` header."""
-    return PlaceBuyOrder(body.currency, body.amount, idempotence_key(body.idempotence_key, header_key), request_id)
+    """The command a request asks for: the order's request fields by name, the key from the body or
+    the `Idempotency-Key` header."""
+    key = idempotence_key(body.idempotence_key, header_key)
+    fields = {name: getattr(body, name) for name in orders.REQUEST_FIELDS} | {"idempotence_key": key}
+    return PlaceBuyOrder(OrderRequest(**fields), request_id)
 
 
 def idempotence_key(body_key: uuid.UUID | None, header_key: uuid.UUID | None) -> uuid.UUID:

@@ -120,13 +120,15 @@ def first_answering(amqp_url: str, name: str, open_one: Callable[[pika.URLParame
         except _NEXT_BROKER as error:
             if len(brokers) == 1:
                 raise
-            failures.append(f"{urls.mask(broker)}: {type(error).__name__}: {_first_line(error)}")
+            failures.append(f"{urls.mask(broker)}: {reason(error)}")
     raise NoBrokerAnswered(f"no broker of the {len(brokers)} in AMQP_URL answered: {'; '.join(failures)}")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def reason(error: BaseException) -> str:
+    """One line: the error's class and why (pika's connection errors often print as nothing: their
+    cause is their argument's `repr`)."""
+    text = str(error).strip() or "; ".join(str(argument) or repr(argument) for argument in error.args).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else type(error).__name__}"
 
 
 def _parameters(amqp_url: str, name: str) -> pika.URLParameters:

@@ -47,11 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UNREACHABLE as error:
         # Whatever carries it, one line: the runbooks run `admin status` during outages.
         cause = error.__cause__ if isinstance(error, ServiceUnavailable) and error.__cause__ else error
-        print(
-            f"a backing service is unreachable: {type(cause).__name__}: {db.first_line(cause)} "
-            f"({_settings_of(config, broker=isinstance(cause, rabbitmq.BROKER_ERRORS))})",
-            file=sys.stderr,
-        )
+        broker = isinstance(cause, rabbitmq.BROKER_ERRORS)
+        why = rabbitmq.reason(cause) if broker else f"{type(cause).__name__}: {db.first_line(cause)}"
+        print(f"a backing service is unreachable: {why} ({_settings_of(config, broker)})", file=sys.stderr)
         return UNREACHABLE
 
 

@@ -82,7 +82,10 @@ class Relay:
                 if published < self.batch_size:
                     self._idle(stop)
             except _OUTAGES as error:
-                self._outage.failed(f"{type(error).__name__}: {first_line(error)}")
+                broker = isinstance(error, rabbitmq.BROKER_ERRORS)
+                self._outage.failed(
+                    rabbitmq.reason(error) if broker else f"{type(error).__name__}: {first_line(error)}"
+                )
                 self.close()
                 stop.wait(backoff.delay())
         self.close()

@@ -100,7 +100,7 @@ class Projector:
                 # Unacked messages go back to the queue with the connection; drop our copies.
                 self._batch.clear()
                 self._inbox.clear()
-                self._broker_outage.failed(f"{type(error).__name__}: {error}")
+                self._broker_outage.failed(rabbitmq.reason(error))
                 stop.wait(backoff.delay())
 
     def _consume(self, stop: StopFlag, backoff: Backoff) -> None:

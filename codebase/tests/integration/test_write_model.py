@@ -2,6 +2,8 @@
 under concurrency, driver-prepared statements, and connections lost, closed while idle or cancelled."""
 
 import asyncio
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -388,3 +390,33 @@ async def test_an_order_cancelled_midway_ends_its_statement_and_leaves_the_pool_
         _, created = await write_model.place(order("2"), RATE, None)  # the pool's one connection serves on
         assert created
     assert ledger_total(write_engine)[0] == 2_000  # nothing of the cancelled order was stored
+
+
+async def test_an_order_that_finds_every_connection_busy_is_an_outage_within_the_pools_bound(
+    write_engine: Engine, one_connection: psycopg_pool.AsyncConnectionPool
+) -> None:
+    write_model = await model(one_connection, "100")
+    async with one_connection.connection():  # the pool's one connection, held
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="busy"):
+            await write_model.place(order("1"), RATE, None)
+        assert db.CONNECT_TIMEOUT_SECONDS <= time.monotonic() - started < db.CONNECT_TIMEOUT_SECONDS + 1
+    _, created = await write_model.place(order("1"), RATE, None)  # free again: served
+    assert created and ledger_total(write_engine)[0] == 1_000
+
+
+async def test_a_server_that_accepts_and_never_answers_is_an_outage_within_the_pools_bound() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts; nothing ever answers the startup packet
+    pool = db.async_pool(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x", 1, APPLICATION)
+    await pool.open(wait=False)
+    try:
+        write_model = WriteModel(pool, CapLedger(pool))
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            await write_model.place(order("1"), RATE, None)
+        assert time.monotonic() - started < db.CONNECT_TIMEOUT_SECONDS + 1
+    finally:
+        await pool.close()
+        silent.close()

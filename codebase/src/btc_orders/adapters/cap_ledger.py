@@ -18,7 +18,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 
 from btc_orders import logs
-from btc_orders.adapters.db import unavailable_on_outage
+from btc_orders.adapters.db import pooled, unavailable_on_outage
 from btc_orders.domain import cap, money
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class CapLedger:
         A replica configured with fewer slots than exist uses the slots that exist.
         """
         with unavailable_on_outage("write-model"):
-            async with self._pool.connection() as connection, connection.transaction():
+            async with pooled(self._pool) as connection, connection.transaction():
                 await connection.execute("INSERT INTO cap_ledger (cap_satoshis) VALUES (0) ON CONFLICT DO NOTHING")
                 current = await scalar(connection, "SELECT cap_satoshis FROM cap_ledger FOR UPDATE")
                 cursor = connection.cursor(row_factory=namedtuple_row)
@@ -196,7 +196,7 @@ class CapLedger:
         minus the sum of all orders. None before `ensure_cap` ever ran.
         """
         with unavailable_on_outage("write-model"):
-            async with self._pool.connection() as connection:
+            async with pooled(self._pool) as connection:
                 row = await (await connection.execute(CAPACITY)).fetchone()
         return None if row is None else (int(row[0]), int(row[1]))
 

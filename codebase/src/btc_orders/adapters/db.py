@@ -7,10 +7,9 @@ The URL is read by libpq itself (`conninfo`), so every form users are given work
 multi-host form with `target_session_attrs` included.
 """
 
-import asyncio
 import select
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -140,57 +139,56 @@ def _forgotten_statements_end_the_connection(context: Any) -> None:
         context.is_disconnect = True
 
 
-async def _unbroken(connection: psycopg.AsyncConnection[Any]) -> None:
-    """The pool's check of a connection as it leaves the pool: one system call, no round trip.
+def _closed_while_idle(connection: psycopg.AsyncConnection[Any]) -> bool:
+    """Did the server close `connection` while it sat idle in the pool? One system call, no round trip.
 
-    An idle connection has nothing to read; a readable one was closed by the server while it sat
-    in the pool (a restart, a failover, `pg_terminate_backend`, an idle-session reaper: the server's
-    goodbye or the end of the stream is waiting): it is discarded and a fresh one is handed out, so
-    such a close never costs a request.
+    An idle connection has nothing to read; a readable one holds the server's goodbye or the end of
+    the stream (a restart, a failover, `pg_terminate_backend`, an idle-session reaper).
     """
     if connection.closed:
-        raise psycopg.OperationalError("the connection is closed")
+        return True
     readable, _, _ = select.select([connection.fileno()], [], [], 0)
-    if readable:
-        await connection.close()  # closed, the pool discards it (a failed check alone would keep it)
-        raise psycopg.OperationalError("the server closed the connection while it was idle in the pool")
+    return bool(readable)
 
 
 def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.AsyncConnectionPool:
-    """An asynchronous process's pool (open it with `await pool.open()`): `size` connections in
-    autocommit, each checked as it leaves the pool (`_unbroken`). A request that finds every
-    connection busy for CONNECT_TIMEOUT_SECONDS gets `psycopg_pool.PoolTimeout`, an outage (a 503);
-    a connection lost in use is replaced by the pool in the background."""
-    sweeps: set[asyncio.Task[None]] = set()
-
-    async def check(connection: psycopg.AsyncConnection[Any]) -> None:
-        try:
-            await _unbroken(connection)
-        except psycopg.OperationalError:
-            # The server closed one: it most likely closed the others too (a restart, a failover). The
-            # pool waits a second before it hands out another, so every idle one is checked now, and
-            # replaced meanwhile: the request that found this one waits that second, never fails.
-            sweep = asyncio.ensure_future(pool.check())
-            sweeps.add(sweep)
-            sweep.add_done_callback(sweeps.discard)
-            raise
+    """An asynchronous process's pool (open it with `await pool.open()`; take its connections with
+    `pooled` or `run`): `size` connections in autocommit. A request that finds every connection
+    busy for CONNECT_TIMEOUT_SECONDS gets `psycopg_pool.PoolTimeout`, an outage (a 503); a connection
+    lost in use is replaced by the pool in the background."""
 
     async def configure(connection: psycopg.AsyncConnection[Any]) -> None:
         connection.prepared_max = PREPARED_MAX
 
-    pool = psycopg_pool.AsyncConnectionPool(
+    return psycopg_pool.AsyncConnectionPool(
         conninfo(url),
         kwargs={**connect_args(application_name), "autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
         min_size=size,
         max_size=size,
         open=False,
         configure=configure,
-        check=check,
         timeout=CONNECT_TIMEOUT_SECONDS,
         max_lifetime=1800,
         name=application_name,
     )
-    return pool
+
+
+@asynccontextmanager
+async def pooled(pool: psycopg_pool.AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection of `pool` that the server has not closed while it sat there.
+
+    One the server closed (`_closed_while_idle`) is closed here, so that the pool replaces it, and the
+    next is taken at once: a restart or a failover that closed every idle connection never costs a
+    request. (psycopg_pool's own `check` waits a second after each failed check before the next.)
+    """
+    for _ in range(pool.max_size + 1):
+        async with pool.connection() as candidate:
+            if _closed_while_idle(candidate):
+                await candidate.close()
+                continue
+            yield candidate
+            return
+    raise psycopg.OperationalError("every connection of the pool was found closed by the server")
 
 
 T = TypeVar("T")
@@ -207,7 +205,7 @@ async def run(
     empties its cache of prepared statements) and `work` runs once more, so `prepared statement does
     not exist` never reaches a caller. Other errors are the caller's (`unavailable_on_outage`).
     """
-    async with pool.connection() as connection:
+    async with pooled(pool) as connection:
         try:
             return await work(connection)
         except psycopg.errors.InvalidSqlStatementName:
@@ -266,7 +264,7 @@ def ping(engine: Engine) -> bool:
 
 async def ping_pool(pool: psycopg_pool.AsyncConnectionPool) -> bool:
     try:
-        async with pool.connection() as connection:
+        async with pooled(pool) as connection:
             await connection.execute("SELECT 1")
         return True
     except psycopg.Error:

@@ -8,7 +8,8 @@ import httpx
 import pika
 from sqlalchemy import Engine, text
 
-from btc_orders.adapters import outbox, projection, rabbitmq
+from btc_orders.adapters import outbox, rabbitmq
+from btc_orders.domain import orders
 from btc_orders.events import InvalidEvent, parse_created_event
 from tests.chaos.clients import History
 
@@ -31,7 +32,7 @@ _READ_ORDERS = text(
 
 def resource(row: Any) -> dict[str, Any]:
     """The order resource of a write- or read-model row (money selected as text), as the API renders it."""
-    return projection.resource(row._mapping)
+    return orders.resource_of(row._mapping)
 
 
 def check(

@@ -58,4 +58,4 @@ def test_no_rate_is_503_rate_unavailable_with_retry_after(client: TestClient, ra
 
 
 def test_an_unknown_currency_is_422(client: TestClient) -> None:
-    assert client.get("/btc_price/CHF").status_code == 422
+    assert client.get("/btc_price/XXX").status_code == 422

@@ -95,7 +95,7 @@ def test_the_workers_reader_reads_both() -> None:
 
 
 def test_what_is_declared_stays_strict_whatever_else_comes() -> None:
-    for changes in [{"amount": "1e3"}, {"amount": 10.5}, {"sequence": 0}, {"currency": "JPY"}, {"id": "x"}]:
+    for changes in [{"amount": "1e3"}, {"amount": 10.5}, {"sequence": 0}, {"currency": "XXX"}, {"id": "x"}]:
         with pytest.raises(InvalidEvent):
             parse_created_event(_with_order(client_order_id="shop-42/A", **changes))
     event = json.loads(_with_order())

@@ -14,19 +14,9 @@ from sqlalchemy import Connection, text
 from btc_orders.domain import orders
 from btc_orders.events import BuyOrderCreated
 
-# Each column of a projected row, with its Postgres type (the statement's arrays are cast to it).
-_COLUMN_TYPES = {
-    "sequence": "bigint",
-    "id": "uuid",
-    "created_at": "timestamptz",
-    "currency": "text",
-    "amount": "text",
-    "exchange_rate": "text",
-    "bitcoin_amount": "text",
-    "idempotence_key": "uuid",
-    "event_id": "uuid",
-    "document": "text",
-}
+# Each column of a projected row, with its Postgres type (the statement's arrays are cast to it): the
+# event's `order` as the read model holds it (`orders.READ_TYPES`), the event's id and the document.
+_COLUMN_TYPES = {**orders.READ_TYPES, "event_id": "uuid", "document": "text"}
 # Orders are immutable, so applying an event twice must change nothing: the first insert wins and
 # a replay is skipped by the primary key. The whole batch is one statement (arrays unnested), so
 # the statement-level triggers of migration 0003 (the disorder bound, the notification of the new
@@ -41,14 +31,10 @@ _UPSERT = text(
 _HIGHEST_SEQUENCE = text("SELECT coalesce(max(sequence), 0) FROM buy_order_view")
 
 
-def resource(order: Mapping[str, Any]) -> dict[str, Any]:
-    """The order resource (SPEC 3.3) from a read-model row's fields (money as stored: the event's text)."""
-    return orders.resource(*(order[name] for name in orders.RESOURCE_FIELDS))
-
-
 def document(order: Mapping[str, Any]) -> str:
-    """The served JSON of one order, encoded exactly as `web.json_response` encodes a body."""
-    return orjson.dumps(resource(order)).decode()
+    """The served JSON of one order from a read-model row's fields by name (money as stored: the
+    event's text), encoded exactly as `web.json_response` encodes a body."""
+    return orjson.dumps(orders.resource_of(order)).decode()
 
 
 def highest_sequence(connection: Connection) -> int:
@@ -57,19 +43,8 @@ def highest_sequence(connection: Connection) -> int:
 
 
 def event_row(event: BuyOrderCreated) -> dict[str, Any]:
-    """What `apply_created_events` takes of a validated event: its `order` fields and `event_id`."""
-    order = event.order
-    return {
-        "sequence": order.sequence,
-        "id": order.id,
-        "created_at": order.created_at,
-        "currency": order.currency.value,
-        "amount": order.amount,
-        "exchange_rate": order.exchange_rate,
-        "bitcoin_amount": order.bitcoin_amount,
-        "idempotence_key": order.idempotence_key,
-        "event_id": event.event_id,
-    }
+    """What `apply_created_events` takes of a validated event: its `order`'s fields by name, and `event_id`."""
+    return {**event.order.values(), "event_id": event.event_id}
 
 
 def apply_created_events(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:

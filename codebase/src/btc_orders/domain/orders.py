@@ -265,12 +265,6 @@ def new_order(
     }
 
 
-def resource(*values: Any) -> dict[str, Any]:
-    """The order resource from its fields' values in `RESOURCE_FIELDS` order (money already the
-    API's decimal strings). Positional: kept until the read model's projection uses `resource_of`."""
-    return resource_of(dict(zip(RESOURCE_FIELDS, values, strict=True)))
-
-
 def _agrees(cls: type, order_fields: tuple[OrderField, ...]) -> None:
     """`cls`'s attributes are exactly `order_fields`, each of its declared Python type."""
     hints = typing.get_type_hints(cls)

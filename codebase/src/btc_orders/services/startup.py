@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from sqlalchemy import Engine
 
 from btc_orders import logs, metrics, openapi, settings, web
-from btc_orders.adapters import db
+from btc_orders.adapters import db, order_rows
 from btc_orders.domain.errors import DomainError, ServiceUnavailable
 from btc_orders.services.worker import Backoff, StopFlag
 
@@ -143,9 +143,13 @@ class Adapters(Protocol):
 
 async def _database_error_handler(request: Request, error: Exception) -> Response:
     """A database error that no adapter turned into a domain error: a 503 if it is an outage
-    (`db.is_outage`, by its SQLSTATE), else a bug (500)."""
+    (`db.is_outage`, by its SQLSTATE) or an order's value the write model's schema does not accept
+    yet (`order_rows.schema_gap`: a deployment gap), else a bug (500)."""
     if db.is_outage(error):
         return await web.domain_error_handler(request, ServiceUnavailable(db.outage_message("service's", error)))
+    gap = order_rows.schema_gap(error)
+    if gap is not None:
+        return await web.domain_error_handler(request, gap)
     return await web.unexpected_error_handler(request, error)
 
 

@@ -317,7 +317,7 @@ async def test_connections_the_server_closed_while_idle_in_the_pool_cost_no_orde
     async with opened_pool(databases.write_url, 4) as pool:
         write_model = await model(pool, "100")
         await asyncio.gather(*(write_model.place(order("1"), RATE, None) for _ in range(8)))
-        assert terminate_sessions() == 4
+        assert terminate_sessions() == pool.get_stats()["pool_size"] >= 1  # every connection the pool holds
         await asyncio.sleep(0.2)
         for _ in range(40):
             _, created = await write_model.place(order("1"), RATE, None)

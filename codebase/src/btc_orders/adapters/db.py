@@ -153,7 +153,7 @@ def _closed_while_idle(connection: psycopg.AsyncConnection[Any]) -> bool:
 
 def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.AsyncConnectionPool:
     """An asynchronous process's pool (open it with `await pool.open()`; take its connections with
-    `pooled` or `run`): `size` connections in autocommit. A request that finds every connection
+    `pooled` or `run`): up to `size` connections in autocommit. A request that finds every connection
     busy for CONNECT_TIMEOUT_SECONDS gets `psycopg_pool.PoolTimeout`, an outage (a 503); a connection
     lost in use is replaced by the pool in the background."""
 
@@ -163,8 +163,12 @@ def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.Async
     return psycopg_pool.AsyncConnectionPool(
         conninfo(url),
         kwargs={**connect_args(application_name), "autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
-        min_size=size,
+        # One connection opened at start, more as requests need them (up to `size`), idle ones beyond
+        # the first closed after 10 minutes: a process holds what its load needs, and a suite of
+        # many processes on one server (tests, a small machine) does not take `size` each at start.
+        min_size=1,
         max_size=size,
+        max_idle=600,
         open=False,
         configure=configure,
         timeout=CONNECT_TIMEOUT_SECONDS,

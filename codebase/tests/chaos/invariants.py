@@ -17,14 +17,14 @@ _WRITE_ORDERS = text(
     """
     SELECT sequence, id::text AS id, created_at, currency, amount::text AS amount,
            exchange_rate::text AS exchange_rate, bitcoin_amount::text AS bitcoin_amount,
-           idempotence_key::text AS idempotence_key
+           idempotence_key::text AS idempotence_key, client_order_id
     FROM buy_order
     """
 )
 _READ_ORDERS = text(
     """
     SELECT sequence, id::text AS id, created_at, currency, amount, exchange_rate, bitcoin_amount,
-           idempotence_key::text AS idempotence_key
+           idempotence_key::text AS idempotence_key, client_order_id
     FROM buy_order_view
     """
 )

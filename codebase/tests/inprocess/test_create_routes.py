@@ -173,6 +173,75 @@ def test_invalid_input_is_422_naming_the_field(client: TestClient, body: dict[st
     assert response.json()["detail"][0]["loc"][:2] == ["body", "currency" if body["currency"] == "XXX" else "amount"]
 
 
+# `client_order_id` (SPEC 3.1): optional, printable ASCII, 1 to 64 characters.
+
+
+@pytest.mark.parametrize(
+    "reference", ["x" * 64, "a", " ", "shop-42/A", "".join(chr(c) for c in range(0x20, 0x7F))[:64]]
+)
+def test_a_client_order_id_of_1_to_64_printable_ascii_characters_is_stored_and_returned(
+    client: TestClient, ports: Ports, reference: str
+) -> None:
+    key = uuid.uuid4()
+    response = client.put(
+        "/buy_order", json={"currency": "USD", "amount": "1", "idempotence_key": str(key), "client_order_id": reference}
+    )
+    assert response.status_code == 201, response.text
+    assert list(response.json())[-2:] == ["idempotence_key", "client_order_id"]
+    assert response.json()["client_order_id"] == reference
+    assert ports.orders.by_key[key].client_order_id == reference
+
+
+@pytest.mark.parametrize("body", [{}, {"client_order_id": None}], ids=["absent", "null"])
+def test_an_order_without_a_client_order_id_shows_null(client: TestClient, body: dict[str, None]) -> None:
+    response = client.put(
+        "/buy_order", json={"currency": "USD", "amount": "1", "idempotence_key": str(uuid.uuid4()), **body}
+    )
+    assert response.status_code == 201
+    assert response.content.endswith(b',"client_order_id":null}')
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["x" * 65, "", "é", "shop-\U0001f600", "tab\there", "line\n", "\x7f", "nul\x00", 42, ["a"]],
+    ids=["65 characters", "empty", "non-ASCII", "astral", "tab", "newline", "DEL", "NUL", "number", "list"],
+)
+def test_any_other_client_order_id_is_422_naming_it_and_nothing_is_stored(
+    client: TestClient, ports: Ports, reference: object
+) -> None:
+    body = {"currency": "USD", "amount": "1", "idempotence_key": str(uuid.uuid4()), "client_order_id": reference}
+    response = client.put("/buy_order", json=body)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "client_order_id"]
+    assert ports.orders.by_key == {}
+
+
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [("shop-42/A", "shop-42/B"), ("shop-42/A", None), (None, "shop-42/A"), ("a", "A")],
+    ids=["another", "with then without", "without then with", "case"],
+)
+def test_a_key_replayed_with_another_client_order_id_is_idempotence_key_reused(
+    client: TestClient, ports: Ports, first: str | None, again: str | None
+) -> None:
+    key = str(uuid.uuid4())
+    body = {"currency": "USD", "amount": "1", "idempotence_key": key}
+    assert client.put("/buy_order", json={**body, "client_order_id": first}).status_code == 201
+    response = client.put("/buy_order", json={**body, "client_order_id": again})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]["code"] == "idempotence_key_reused"
+    assert len(ports.orders.by_key) == 1
+
+
+def test_a_key_replayed_with_the_same_client_order_id_is_the_same_order(client: TestClient) -> None:
+    body = {"currency": "USD", "amount": "1", "idempotence_key": str(uuid.uuid4()), "client_order_id": "shop-42/A"}
+    first = client.put("/buy_order", json=body)
+    again = client.put("/buy_order", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.content == first.content
+
+
 def test_another_content_type_is_415(client: TestClient) -> None:
     response = client.put("/buy_order", content=b"currency=USD", headers={"Content-Type": "text/plain"})
     assert response.status_code == 415

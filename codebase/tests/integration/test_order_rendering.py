@@ -1,11 +1,11 @@
 """One order, rendered every way the suite renders it, gives the same bytes.
 
-The order resource's shape is defined once (`domain.orders.resource` and `RESOURCE_FIELDS`). It is
+The order resource's shape is declared once (`domain.orders.FIELDS`: `RESOURCE_FIELDS`, `resource_of`). It is
 rendered by: the create service's answer (the domain, from the request's values), its replay (the
 domain, from the values read back from the write model), the event the relay publishes (rendered
 from the stored order: its `order` is the resource plus `sequence`), the projection of that event
 into the read model (the stored document `GET /buy_orders/{id}` serves), the read model's SQL
-function of migration 0002 (rows inserted without a document), and the admin repair (from the
+function of migrations 0002 and 0004 (rows inserted without a document), and the admin repair (from the
 write model's rows). Each must be the answer's bytes.
 """
 
@@ -28,13 +28,13 @@ from tests.integration.test_read_model import opened_pool
 from tests.support.services import Databases
 from tests.support.write_model import WriteModel
 
-# (currency, amount as the client wrote it, exchange rate as Coinbase wrote it)
+# (currency, amount as the client wrote it, exchange rate as Coinbase wrote it, client_order_id)
 ORDERS = [
-    (Currency.USD, "123.45", "97012.34"),
-    (Currency.EUR, "10.5", "97012.340"),  # the amount gains its cents; the rate keeps its trailing zero
-    (Currency.GBP, "0.01", "123456789012345678.12345678901"),  # the smallest BTC amount, a huge exact rate
-    (Currency.USD, "999999999.99", "0.5"),  # the largest amount, a BTC amount of 18 digits
-    (Currency.EUR, "1", "1"),
+    (Currency.USD, "123.45", "97012.34", None),
+    (Currency.EUR, "10.5", "97012.340", "shop-42/A"),  # the amount gains its cents; the rate keeps its trailing zero
+    (Currency.GBP, "0.01", "123456789012345678.12345678901", ' "q" \\ /<>&'),  # the smallest BTC amount, a huge rate
+    (Currency.USD, "999999999.99", "0.5", "~" * 64),  # the largest amount, a BTC amount of 18 digits
+    (Currency.EUR, "1", "1", "".join(chr(c) for c in range(0x20, 0x60))),  # printable ASCII, JSON's escapes
 ]
 
 
@@ -48,17 +48,24 @@ def served(databases: Databases, order_id: uuid.UUID) -> bytes:
     return asyncio.run(one_body())
 
 
-@pytest.mark.parametrize(("currency", "amount", "rate"), ORDERS)
+@pytest.mark.parametrize(("currency", "amount", "rate", "client_order_id"), ORDERS)
 def test_every_rendering_of_an_order_is_the_answers_bytes(
-    databases: Databases, write_engine: Engine, read_engine: Engine, currency: Currency, amount: str, rate: str
+    databases: Databases,
+    write_engine: Engine,
+    read_engine: Engine,
+    currency: Currency,
+    amount: str,
+    rate: str,
+    client_order_id: str | None,
 ) -> None:
     write_model = WriteModel(write_engine)
     write_model.ensure_cap(money.btc_to_satoshis(Decimal("21000000000")))
-    request = OrderRequest(currency, Decimal(amount), uuid.uuid4())
+    request = OrderRequest(currency, Decimal(amount), uuid.uuid4(), client_order_id)
     placed, created = write_model.place(request, Decimal(rate), 'req "1"')
     assert created
     answer = orjson.dumps(placed.resource())  # the 201 body (web.json_response)
     assert list(orjson.loads(answer)) == list(RESOURCE_FIELDS)
+    assert orjson.loads(answer)["client_order_id"] == client_order_id
 
     replayed = write_model.find_by_key(request.idempotence_key)
     assert replayed is not None
@@ -78,7 +85,7 @@ def test_every_rendering_of_an_order_is_the_answers_bytes(
         in_sql = connection.execute(
             text("SELECT buy_order_document(o) FROM buy_order_view AS o WHERE id = :id"), {"id": placed.id}
         ).scalar_one()
-    assert in_sql.encode() == answer, "the read model's SQL function (migration 0002)"
+    assert in_sql.encode() == answer, "the read model's SQL function (migrations 0002, 0004)"
 
     assert reconcile(write_engine, read_engine, repair=False).clean, "the repair's rendering from the write model"
     with read_engine.begin() as connection:

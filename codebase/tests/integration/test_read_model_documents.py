@@ -1,9 +1,10 @@
-"""The read model stores each order's served JSON document (migration 0002): byte for byte
-what the API served before it, whoever wrote the row (projector, SQL backfill, admin repair)."""
+"""The read model stores each order's served JSON document (migrations 0002, 0004): byte for byte
+what the API serves, whoever wrote the row (projector, SQL backfill, admin repair)."""
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -21,11 +22,14 @@ from btc_orders.services.migration.__main__ import backend
 from tests.integration.test_read_model import opened_pool
 from tests.support.services import Databases, throwaway_databases
 
-_COLUMNS = "sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key"
+# The columns of migration 0001 (written by hand: rows from before the later migrations), and today's.
+_COLUMNS_0001 = "sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key"
+_COLUMNS = f"{_COLUMNS_0001}, client_order_id"
 
 
 def served(row: Any) -> dict[str, Any]:
-    """The order resource exactly as `fetch_buy_orders` built it from a row before migration 0002."""
+    """The order resource exactly as `fetch_buy_orders` built it from a row before migration 0002,
+    with `client_order_id` (SPEC 3.3: null for an order placed without one) after the key."""
     return {
         "id": str(row.id),
         "created_at": format_timestamp(row.created_at),
@@ -34,7 +38,12 @@ def served(row: Any) -> dict[str, Any]:
         "exchange_rate": row.exchange_rate,
         "bitcoin_amount": row.bitcoin_amount,
         "idempotence_key": str(row.idempotence_key),
+        "client_order_id": row._mapping.get("client_order_id"),
     }
+
+
+# Printable ASCII (SPEC 3.1), JSON's escapes among it, the longest, and none.
+CLIENT_ORDER_IDS = [None, "shop-42/A", ' "q" \\ /</script>&', "~" * 64, "".join(chr(c) for c in range(0x20, 0x60))]
 
 
 def orders() -> list[dict[str, Any]]:
@@ -63,6 +72,7 @@ def orders() -> list[dict[str, Any]]:
             "exchange_rate": money[sequence % len(money)][2],
             "bitcoin_amount": money[sequence % len(money)][3],
             "idempotence_key": uuid.uuid4(),
+            "client_order_id": CLIENT_ORDER_IDS[sequence % 3 + sequence % 2 * 2],
             "event_id": uuid.uuid4(),
         }
         for sequence in range(1, 26)
@@ -103,28 +113,74 @@ def at_0001() -> Iterator[Databases]:
         yield databases
 
 
-def test_migration_0002_backfills_every_existing_row_byte_for_byte(at_0001: Databases) -> None:
+def test_migrations_0002_and_0004_render_every_existing_row_byte_for_byte(at_0001: Databases) -> None:
     engine = db.create_engine(at_0001.read_url, 2)
     try:
         with engine.begin() as connection:
             connection.execute(
                 text(
-                    f"INSERT INTO buy_order_view ({_COLUMNS}, event_id) VALUES (:sequence, :id, :created_at,"
+                    f"INSERT INTO buy_order_view ({_COLUMNS_0001}, event_id) VALUES (:sequence, :id, :created_at,"
                     " :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :event_id)"
                 ),
                 orders(),
             )
             before = {
                 row.sequence: orjson.dumps(served(row))
-                for row in connection.execute(text(f"SELECT {_COLUMNS} FROM buy_order_view"))
+                for row in connection.execute(text(f"SELECT {_COLUMNS_0001} FROM buy_order_view"))
             }
         with backend(at_0001.read_url) as connected, connected.lock():
             connected.apply_migrations(connected.to_apply(read_migrations(str(db.migrations_dir("read_model")))))
         rows = stored(engine)
         assert {row.sequence: row.document.encode() for row in rows} == before
         assert all(row.sql_document == row.document for row in rows)
+        assert all(row.document.endswith(',"client_order_id":null}') for row in rows)
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def at_0003() -> Iterator[Databases]:
+    """Databases with the read model at migration 0003 (stored documents, before `client_order_id`)."""
+    with throwaway_databases(migrated=False) as databases:
+        migrations = read_migrations(str(db.migrations_dir("read_model")))
+        with backend(databases.read_url) as connected, connected.lock():
+            connected.apply_migrations(connected.to_apply(migrations.filter(lambda m: m.id < "0004.")))
+        yield databases
+
+
+def test_migration_0004_re_renders_the_documents_an_older_projector_stored(at_0003: Databases) -> None:
+    engine = db.create_engine(at_0003.read_url, 2)
+    try:
+        events = orders()
+        with engine.begin() as connection:
+            # as the projector before `client_order_id` wrote them: its document had no such key
+            connection.execute(
+                text(
+                    f"INSERT INTO buy_order_view ({_COLUMNS_0001}, event_id, document) VALUES (:sequence, :id,"
+                    " :created_at, :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :event_id,"
+                    " :document)"
+                ),
+                [{**event, "document": old_document(event)} for event in events],
+            )
+            assert (
+                "client_order_id"
+                not in connection.execute(text("SELECT document FROM buy_order_view LIMIT 1")).scalar_one()
+            )
+        with backend(at_0003.read_url) as connected, connected.lock():
+            connected.apply_migrations(connected.to_apply(read_migrations(str(db.migrations_dir("read_model")))))
+        rows = stored(engine)
+        assert len(rows) == len(events)
+        for row in rows:
+            assert row.document == row.sql_document == orjson.dumps(served(row)).decode()
+            assert row.document.endswith(',"client_order_id":null}')
+    finally:
+        engine.dispose()
+
+
+def old_document(event: dict[str, Any]) -> str:
+    """The document a projector from before `client_order_id` stored for an event: no such key."""
+    resource = served(SimpleNamespace(**event, _mapping=event))
+    return orjson.dumps({name: value for name, value in resource.items() if name != "client_order_id"}).decode()
 
 
 def old_page(rows: list[Any], page_size: int) -> bytes:
@@ -162,7 +218,7 @@ async def test_pages_and_orders_are_the_bytes_served_before_whether_projected_or
         connection.execute(
             text(
                 f"INSERT INTO buy_order_view ({_COLUMNS}, event_id) VALUES (:sequence, :id, :created_at,"
-                " :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :event_id)"
+                " :currency, :amount, :exchange_rate, :bitcoin_amount, :idempotence_key, :client_order_id, :event_id)"
             ),
             events[1::2],
         )
@@ -210,9 +266,14 @@ def test_reconcile_finds_a_stale_document_and_repair_rewrites_it(write_engine: E
         connection.execute(
             text("UPDATE buy_order_view SET document = replace(document, 'USD', 'EUR') WHERE sequence = 5")
         )
+    with read_engine.begin() as connection:  # as an old projector wrote it during a rollout: no client_order_id
+        connection.execute(
+            text("UPDATE buy_order_view SET document = replace(document, :new_key, '}') WHERE sequence = 7"),
+            {"new_key": ',"client_order_id":null}'},
+        )
     found = reconcile(write_engine, read_engine, repair=False)
-    assert found.differing == [5]
-    assert reconcile(write_engine, read_engine, repair=True).repaired == 1
+    assert found.differing == [5, 7]
+    assert reconcile(write_engine, read_engine, repair=True).repaired == 2
     assert reconcile(write_engine, read_engine, repair=False).clean
     for row in stored(read_engine):
         assert row.sql_document == row.document == orjson.dumps(served(row)).decode()

@@ -62,6 +62,7 @@ class FakeOrderStore:
             exchange_rate=exchange_rate,
             bitcoin_amount=money.satoshis_to_btc(satoshis),
             idempotence_key=request.idempotence_key,
+            client_order_id=request.client_order_id,
         )
         self.by_key[request.idempotence_key] = order
         return order, True

@@ -3,6 +3,7 @@ a row is sent (adapters/outbox.py), so a change of a key, its order or a format 
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -32,8 +33,14 @@ def test_the_event_is_exactly_this_text() -> None:
         '"occurred_at":"2026-11-24T12:00:00.000005Z","request_id":"req \\"1\\"",'
         '"order":{"id":"7a0b0a3e-4b1c-4f1e-9e62-3c0c4c7a3f10","created_at":"2026-11-24T12:00:00.000005Z",'
         '"currency":"EUR","amount":"10.50","exchange_rate":"97012.340","bitcoin_amount":"0.00010824",'
-        '"idempotence_key":"5fa733ae-82b4-4ac0-8478-35ff30dae879","sequence":42}}'
+        '"idempotence_key":"5fa733ae-82b4-4ac0-8478-35ff30dae879","client_order_id":null,"sequence":42}}'
     )
+
+
+def test_with_a_client_order_id_it_is_carried_after_the_key_escaped_as_json() -> None:
+    text = created_event(replace(ORDER, client_order_id='shop "42"\\A'), EVENT_ID, None)
+    assert '"idempotence_key":"5fa733ae-82b4-4ac0-8478-35ff30dae879","client_order_id":"shop \\"42\\"\\\\A",' in text
+    assert parse_created_event(text.encode()).order.client_order_id == 'shop "42"\\A'
 
 
 def test_without_a_request_id_it_is_null_and_the_worker_reads_the_order_back() -> None:
@@ -91,7 +98,8 @@ def test_a_reader_that_declares_the_field_keeps_it_strict() -> None:
 
 def test_the_workers_reader_reads_both() -> None:
     old, new = parse_created_event(OLD_EVENT).order.values(), parse_created_event(NEW_EVENT).order.values()
-    assert {name: value for name, value in new.items() if name != "client_order_id"} == old
+    assert old["client_order_id"] is None, "an event from a relay before the field: null"
+    assert new == {**old, "client_order_id": "shop-42/A"}
 
 
 def test_what_is_declared_stays_strict_whatever_else_comes() -> None:

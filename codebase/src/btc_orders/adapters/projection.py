@@ -48,8 +48,11 @@ def event_row(event: BuyOrderCreated) -> dict[str, Any]:
 
 
 def apply_created_events(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Project validated `buy_order.created` events (their `order` plus `event_id`), in one statement."""
+    """Project validated `buy_order.created` events (their `order` plus `event_id`), in one statement
+    (an optional field a row lacks is null)."""
     if rows:
         documents = [document(row) for row in rows]
-        values = {column: [row[column] for row in rows] for column in _COLUMN_TYPES if column != "document"}
+        values = {
+            column: [orders.value_of(row, column) for row in rows] for column in _COLUMN_TYPES if column != "document"
+        }
         connection.execute(_UPSERT, {**values, "document": documents})

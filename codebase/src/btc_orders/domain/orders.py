@@ -44,17 +44,6 @@ CLIENT_ORDER_ID_PATTERN = r"^[ -~]{1,64}$"
 CLIENT_ORDER_ID_MAX_LENGTH = 64
 
 
-def parse_client_order_id(value: object) -> str:
-    """A client order id as given, or ValueError saying what to fix."""
-    if not isinstance(value, str):
-        raise ValueError("client_order_id must be a string")
-    if not 1 <= len(value) <= CLIENT_ORDER_ID_MAX_LENGTH:
-        raise ValueError(f"client_order_id must have 1 to {CLIENT_ORDER_ID_MAX_LENGTH} characters")
-    if not all(" " <= char <= "~" for char in value):
-        raise ValueError("client_order_id may hold printable ASCII characters only")
-    return value
-
-
 def _same(value: Any) -> Any:
     return value
 
@@ -143,20 +132,19 @@ FIELDS = (
         "bitcoin_amount", BTC, description="amount / exchange_rate, rounded up to 8 places", example="0.00127252"
     ),
     OrderField("idempotence_key", UUID, request=True),
+    OrderField(
+        "client_order_id",
+        CLIENT_REFERENCE,
+        description="the client's own reference for the order: printable ASCII, 1 to 64 characters; "
+        "null when the order was placed without one",
+        example="shop-42/A",
+        request=True,
+        replay=True,
+        nullable=True,
+    ),
     OrderField("sequence", SEQUENCE, resource=False, generated=True),
 )
-# SPEC 3.1's client reference, declared but not in `FIELDS`: no column stores it yet. In `FIELDS`
-# (after `idempotence_key`), with its two columns, it is part of every representation.
-CLIENT_ORDER_ID = OrderField(
-    "client_order_id",
-    CLIENT_REFERENCE,
-    description="the client's own reference for the order: printable ASCII, 1 to 64 characters; "
-    "null when the order was placed without one",
-    example="shop-42/A",
-    request=True,
-    replay=True,
-    nullable=True,
-)
+CLIENT_ORDER_ID = next(field for field in FIELDS if field.name == "client_order_id")
 
 
 def resource_fields(order_fields: tuple[OrderField, ...] = FIELDS) -> tuple[OrderField, ...]:
@@ -177,6 +165,8 @@ _EVENT = event_fields()
 # (name, how its value is written in JSON) of each, for the hot paths (a 201's body, an event)
 _RESOURCE_JSON = tuple((field.name, field.json if field.nullable else field.kind.to_json) for field in _RESOURCE)
 _EVENT_JSON = tuple((field.name, field.json if field.nullable else field.kind.to_json) for field in _EVENT)
+# The fields that may be absent (`nullable`): a mapping without one holds None for it.
+OPTIONAL_FIELDS = frozenset(field.name for field in FIELDS if field.nullable)
 
 # Names, for the code that selects, compares or serves fields.
 RESOURCE_FIELDS = tuple(field.name for field in _RESOURCE)
@@ -197,16 +187,22 @@ def columns(alias: str | None = None) -> str:
     return ", ".join(f"{alias}.{name}" if alias else name for name in COLUMNS)
 
 
+def value_of(values: Mapping[str, Any], name: str) -> Any:
+    """The field `name` of a name -> value mapping: None for an optional field it lacks (an event
+    from before the field existed), KeyError for any other."""
+    return values.get(name) if name in OPTIONAL_FIELDS else values[name]
+
+
 def resource_of(values: Mapping[str, Any]) -> dict[str, Any]:
     """The order resource (SPEC 3.3) from a name -> value mapping of (at least) its fields: a
     `BuyOrder`'s values, or a read-model row's (money already the API's decimal strings)."""
-    return {name: to_json(values[name]) for name, to_json in _RESOURCE_JSON}
+    return {name: to_json(value_of(values, name)) for name, to_json in _RESOURCE_JSON}
 
 
 def event_order_of(values: Mapping[str, Any]) -> dict[str, Any]:
     """The event's `order` (SPEC 6) from a name -> value mapping of its fields, as `resource_of`:
     what a read-model row must equal, field by field, to be the projection of the stored order."""
-    return {name: to_json(values[name]) for name, to_json in _EVENT_JSON}
+    return {name: to_json(value_of(values, name)) for name, to_json in _EVENT_JSON}
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +212,7 @@ class OrderRequest:
     currency: Currency
     amount: Decimal
     idempotence_key: uuid.UUID
+    client_order_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +227,7 @@ class BuyOrder:
     exchange_rate: Decimal
     bitcoin_amount: Decimal
     idempotence_key: uuid.UUID
+    client_order_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "BuyOrder":
@@ -240,7 +238,8 @@ class BuyOrder:
     def matches(self, request: OrderRequest) -> bool:
         """The idempotence rule: a key may be replayed only with the same order (`REPLAY_FIELDS`).
 
-        Amounts compare by value, so `"10.5"` replays an order stored as `10.50`.
+        Amounts compare by value, so `"10.5"` replays an order stored as `10.50`; an order placed
+        without a `client_order_id` is replayed only without one.
         """
         return all(getattr(self, name) == getattr(request, name) for name in REPLAY_FIELDS)
 

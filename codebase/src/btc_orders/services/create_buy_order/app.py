@@ -75,7 +75,7 @@ router = APIRouter(route_class=ExactJsonRoute, tags=["buy orders"], strict_conte
         415: openapi.error("`unsupported_media_type`: send `Content-Type: application/json`", "unsupported_media_type"),
         422: {
             "description": "invalid input (FastAPI's validation shape), or `idempotence_key_reused` with another "
-            "currency or amount",
+            "currency, amount or client_order_id",
             "content": {
                 "application/json": {
                     "examples": openapi.error("", "idempotence_key_reused")["content"]["application/json"]["examples"]

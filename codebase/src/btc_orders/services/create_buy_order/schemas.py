@@ -21,8 +21,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from starlette.exceptions import HTTPException
 
-from btc_orders.domain import money
+from btc_orders.domain import money, orders
 from btc_orders.domain.orders import Currency
+from btc_orders.services.resources import ClientOrderId
 
 AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]{1,2})?$"
 
@@ -63,6 +64,12 @@ class BuyOrderRequest(BaseModel):
     idempotence_key: uuid.UUID | None = Field(
         default=None,
         description="a UUID naming this order; required here or in the `Idempotency-Key` header",
+    )
+    client_order_id: ClientOrderId | None = Field(
+        default=None,
+        description="optional: your own reference for the order, printable ASCII, 1 to 64 characters; "
+        "returned in the order, and part of what a replay of the key must repeat",
+        examples=[orders.CLIENT_ORDER_ID.example],
     )
 
 

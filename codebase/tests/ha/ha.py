@@ -5,6 +5,7 @@ Black-box as tests/cluster is: the gateway's published ports and the engine's CL
 into the nodes, `docker kill`, `docker start`), nothing else. Every wait is bounded.
 """
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -43,7 +44,21 @@ def node(cluster: Cluster, service: str) -> Container:
 def sql(container: Container, database: str, query: str, timeout: float = 30) -> list[str]:
     """The rows of `query` run by psql inside a Postgres container (one `|`-separated line each)."""
     done = run(
-        ["docker", "exec", container.id, "psql", "-U", "btc", "-d", database, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", query],
+        [
+            "docker",
+            "exec",
+            container.id,
+            "psql",
+            "-U",
+            "btc",
+            "-d",
+            database,
+            "-XAtq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            query,
+        ],
         timeout=timeout,
         check=False,
     )
@@ -59,8 +74,14 @@ def patroni_members(cluster: Cluster) -> dict[str, dict[str, Any]]:
         if not container.running:
             continue
         done = run(
-            ["docker", "exec", container.id, "python3", "-c",
-             "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:8008/cluster',timeout=4).read().decode())"],
+            [
+                "docker",
+                "exec",
+                container.id,
+                "python3",
+                "-c",
+                "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:8008/cluster',timeout=4).read().decode())",
+            ],
             timeout=30,
             check=False,
         )
@@ -79,7 +100,8 @@ def leader(cluster: Cluster) -> str:
                 return name
         return None
 
-    return wait_for("the write model to have a running leader", probe, 120)
+    found: str = wait_for("the write model to have a running leader", probe, 120)
+    return found
 
 
 def primaries(cluster: Cluster) -> list[str]:
@@ -204,10 +226,8 @@ class Progress:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(AssertionError, subprocess.SubprocessError, pytest.fail.Exception):
                 self.samples.append((time.monotonic(), read_model_count(self.cluster)))
-            except (AssertionError, subprocess.SubprocessError, pytest.fail.Exception):
-                pass
             self._stop.wait(self.interval)
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ into the nodes, `docker kill`, `docker start`), nothing else. Every wait is boun
 
 import contextlib
 import json
+import os
 import subprocess
 import threading
 import time
@@ -32,7 +33,7 @@ DEAD_LETTER_QUEUE = "read_model_sync.dead"
 REQUEST_BOUND_SECONDS = 20.0
 # `Prefer: wait=N` answers within N s plus this much.
 WAIT_SLACK_SECONDS = 2.0
-REPORT = Path(__file__).resolve().parents[3] / "ha-report.json"
+REPORT = Path(os.environ.get("HA_REPORT", "/tmp/btc-orders-ha-report.json"))
 
 
 def node(cluster: Cluster, service: str) -> Container:
@@ -280,7 +281,7 @@ def prefer_wait_within_bound(cluster: Cluster, wait_seconds: int = 3) -> float:
 
 
 def report(section: str, figures: dict[str, Any]) -> None:
-    """Print the figures and keep them in ha-report.json (the stage prints it at the end)."""
+    """Print the figures and keep them in HA_REPORT (a JSON file the stage prints at the end)."""
     print(f"\nHA {section}: {json.dumps(figures, sort_keys=True)}")
     existing: dict[str, Any] = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
     existing[section] = figures

@@ -1,0 +1,58 @@
+"""The HA overlay (deploy/k8s/overlays/ha): the suite attached to a replicated write model by
+libpq's multi-host URL and to a RabbitMQ cluster by a broker list, rendered by the pinned
+kustomize and read back the way the processes read it (db.conninfo, urls.elements)."""
+
+import base64
+import subprocess
+
+import yaml
+from psycopg.conninfo import conninfo_to_dict
+
+from btc_orders import settings, urls
+from btc_orders.adapters import db
+from tests.deploy.conftest import K8S, Object, containers, kubectl, workloads
+
+HA = K8S / "overlays" / "ha"
+
+
+def rendered() -> tuple[Object, ...]:
+    result = subprocess.run([kubectl(), "kustomize", str(HA)], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"kustomize could not render the HA overlay:\n{result.stderr}"
+    return tuple(document for document in yaml.safe_load_all(result.stdout) if document)
+
+
+def secret_value(objects: tuple[Object, ...], prefix: str, key: str) -> str:
+    found = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith(prefix)]
+    assert len(found) == 1, f"expected one Secret {prefix}-*, found {[o['metadata']['name'] for o in found]}"
+    return base64.b64decode(found[0]["data"][key]).decode()
+
+
+def test_the_write_model_url_names_every_node_and_asks_for_the_primary() -> None:
+    url = secret_value(rendered(), "write-model-credentials", "WRITE_MODEL_DB_URL")
+    parameters = conninfo_to_dict(db.conninfo(url))
+    assert len(str(parameters["host"]).split(",")) == 3, parameters
+    assert str(parameters["port"]).split(",") == ["5432"] * 3, parameters
+    assert parameters["target_session_attrs"] == "read-write"
+    assert "CHANGE-ME" not in urls.mask(url), "the password is masked when printed"
+
+
+def test_the_broker_url_is_a_list_of_the_three_nodes() -> None:
+    url = secret_value(rendered(), "broker-credentials", "AMQP_URL")
+    brokers = urls.elements(url)
+    assert len(brokers) == 3 and len(set(brokers)) == 3, brokers
+    assert settings._amqp_url(url) == url  # accepted as the settings accept it
+    assert "CHANGE-ME" not in urls.mask(url)
+
+
+def test_the_processes_that_use_them_take_them_from_their_secrets() -> None:
+    objects = rendered()
+    names = {o["metadata"]["name"] for o in objects if o["kind"] == "Secret"}
+    seen: set[str] = set()
+    for name, workload in workloads(objects).items():
+        for container in containers(workload):
+            for item in container.get("env", []):
+                reference = item.get("valueFrom", {}).get("secretKeyRef")
+                if reference and item["name"] in ("WRITE_MODEL_DB_URL", "AMQP_URL"):
+                    assert reference["name"] in names, f"{name}: {item['name']} from a Secret that is not rendered"
+                    seen.add(item["name"])
+    assert seen == {"WRITE_MODEL_DB_URL", "AMQP_URL"}, f"taken from Secrets: {sorted(seen)}"

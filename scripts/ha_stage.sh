@@ -35,6 +35,14 @@ run_ha_stage() {
     # Exported for this function's commands only (restored when it returns).
     local -x COMPOSE_PROJECT_NAME=$HA_PROJECT COMPOSE_FILE=docker-compose.yml:docker-compose.ha.yml
     local -x COINBASE_API_URL=http://coinbase:8780 HA_REPORT=$report BTC_ORDERS_HA_STAGE=1
+    # The image settings (local equivalents, the Patroni and etcd images) for every variable the
+    # environment leaves unset: ./run.sh --ha picks the same, and the tests' compose commands
+    # must see the images the cluster was started with.
+    local settings name value
+    settings=$(docker/local-images/build.sh --ha) || { say "HA stage: building the HA images failed"; return 1; }
+    while IFS='=' read -r name value; do
+        [ -n "${!name:-}" ] || local -x "$name=$value"
+    done <<<"$settings"
     _ha_down
     rm -f "$report"
     say "HA stage: ./run.sh --ha (project $HA_PROJECT)"

@@ -226,10 +226,20 @@ class Progress:
         return self
 
     def _sample(self) -> None:
+        read_model = node(self.cluster, "read_model")
         while not self._stop.is_set():
             with contextlib.suppress(AssertionError, subprocess.SubprocessError, pytest.fail.Exception):
-                self.samples.append((time.monotonic(), read_model_count(self.cluster)))
+                count = sql(read_model, "read_model", "SELECT count(*) FROM buy_order_view")[0]
+                self.samples.append((time.monotonic(), int(count)))
             self._stop.wait(self.interval)
+
+    def next_growth_after(self, moment: float) -> float | None:
+        """Seconds from `moment` until the count grew past what it was then (None: it never did)."""
+        before = [count for at, count in self.samples if at <= moment]
+        if not before:
+            return None
+        grown = [at for at, count in self.samples if at > moment and count > before[-1]]
+        return grown[0] - moment if grown else None
 
     def stop(self) -> None:
         self._stop.set()

@@ -68,6 +68,11 @@ def test_queue_leader_lost_projects_every_order_exactly_once(cluster: Cluster) -
         "the restarted node back in the queue, nothing left in it, no dead letter", back_and_drained, 120, interval=3
     )
     stall = progress.longest_stall([a.sent + a.seconds for a in burst.answers if a.status == 201], baseline)
+    samples = len(progress.samples)
+    # The figure is measured, not assumed: the sampler saw the whole run, a sample at least every 2 s.
+    assert samples >= (projected_at - killed_at) / 2, f"{samples} samples of the read model in the run"
+    to_next_projection = progress.next_growth_after(killed_at)
+    assert to_next_projection is not None, "the read model did not grow after the kill"
     prefer_wait_within_bound(cluster)
     report(
         "broker_node_lost",
@@ -77,6 +82,8 @@ def test_queue_leader_lost_projects_every_order_exactly_once(cluster: Cluster) -
             "killed": leader_service,
             "new_queue_leader": new_leader,
             "longest_seconds_without_progress": round(stall, 1),
+            "seconds_from_kill_to_next_projection": round(to_next_projection, 1),
+            "read_model_samples": samples,
             "seconds_from_kill_to_all_projected": round(projected_at - killed_at, 1),
             "seconds_from_restart_to_all_projected": round(max(0.0, projected_at - restarted_at), 1),
             "dead_letters": 0,

@@ -58,6 +58,7 @@ run_ha_stage() {
     [ "$status" -ne 5 ] || { say "HA stage: pytest collected no tests"; status=1; }
     if [ "$status" -ne 0 ]; then
         _ha_compose ps -a || true
+        _ha_compose logs --tail 20 etcd pg1 pg2 pg3 rabbit1 rabbit2 rabbit3 outbox_relay read_model_sync || true
     fi
     [ ! -f "$report" ] || { say "HA stage: figures"; cat "$report"; }
     _ha_down

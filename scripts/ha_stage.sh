@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+#!/usr/bin/env bash
 # Sourced by scripts/container_stage.sh: the HA stage, run after the compose cluster's suite (its
 # images, built by the container stage from this checkout, are reused). Starts the HA cluster the
 # way a user does (./run.sh --ha: docker-compose.ha.yml over docker-compose.yml, its Patroni and

@@ -304,10 +304,10 @@ def histogram(answers: list[Answer]) -> dict[str, int]:
 
 def kill(container: Container) -> float:
     """SIGKILL the whole container (no goodbye); Docker restarts no container killed by hand.
-    Returns time.monotonic() of the kill."""
-    moment = time.monotonic()
+    Returns time.monotonic() once `docker kill` has returned: the node is dead from then on (a
+    request sent before that may still have been served by it)."""
     run(["docker", "kill", "--signal", "KILL", container.id], timeout=60)
-    return moment
+    return time.monotonic()
 
 
 def start(container: Container) -> None:

@@ -6,6 +6,7 @@
 #   ./run.sh --stop     stop the cluster (its data stays in named volumes)
 #   ./run.sh --local    no containers: the same five processes in the foreground, against the
 #                       Postgres and RabbitMQ named by the environment (else local defaults)
+#   ./run.sh --ha       the HA cluster: docker-compose.ha.yml over docker-compose.yml
 # docs/containers.md and README.md tell more.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,7 +16,7 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,8s/^# \{0,1\}//p' "$0"
+    sed -n '2,9s/^# \{0,1\}//p' "$0"
 }
 
 # The value .env gives NAME (last one wins), without surrounding quotes; empty if none.
@@ -266,6 +267,14 @@ case "${1:-}" in
 --build) cluster_up 1 ;;
 --stop) cluster_stop ;;
 --local) run_local ;;
+--ha)
+    # Patroni and etcd have no official images: built from Debian's packages, with the local
+    # equivalents of the others for any image variable the environment does not set.
+    settings=$(docker/local-images/build.sh --ha) || die "building the HA cluster's images failed (see above)"
+    while IFS='=' read -r name value; do [ -n "${!name:-}" ] || export "$name=$value"; done <<<"$settings"
+    export COMPOSE_FILE=${COMPOSE_FILE:-docker-compose.yml:docker-compose.ha.yml}
+    cluster_up ""
+    ;;
 -h | --help) usage ;;
 *)
     usage >&2

@@ -19,6 +19,8 @@
 : "${CLUSTER_IMAGES:=local}"
 : "${CLUSTER_PROJECT:=btc-orders-test}"
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/btc-orders-dockerd.log}
+# shellcheck source=scripts/ha_stage.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ha_stage.sh"
 
 # Install one Debian package (as root, with apt-get); a failure ends the run with one line.
 _stage_apt_install() {
@@ -159,6 +161,7 @@ run_container_stage() {
     _stage_down
     if [ "$#" -eq 0 ] || [ "$*" = tests/cluster ]; then # the whole stage, not a chosen cluster test
         _stage_broker_tests || status=1
+        run_ha_stage || status=1 # scripts/ha_stage.sh: the HA cluster's fault tests
     fi
     say "container stage ran in $((SECONDS - started)) s (status $status)"
     [ "$status" -ne 5 ] || die "the container stage collected no tests"

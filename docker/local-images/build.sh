@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Local equivalents of the upstream images, built without any image registry:
-#   docker/local-images/build.sh [--rebuild] [--env-file PATH]
+#   docker/local-images/build.sh [--rebuild] [--ha] [--env-file PATH]
 # A Debian trixie rootfs made with debootstrap and `docker import`ed, then one small image per
 # upstream image FROM it (python/, postgres/, rabbitmq/, nginx/, fluentd-standin/; README.md).
 # Builds only what is missing or out of date: each image carries the sha256 of its build context
 # and of its parent's image id in the label btc-orders-local.key. --rebuild builds everything again.
+# --ha also builds the nodes of docker-compose.ha.yml (patroni/, etcd/) and prints their settings.
 # Progress goes to stderr; stdout gets ONLY the settings that point the cluster at these images,
 # one NAME=value a line, for:   set -a; eval "$(docker/local-images/build.sh)"; set +a
 # --env-file PATH writes the same lines to PATH. Never pulls. Needs root (debootstrap) and docker.
@@ -26,19 +27,26 @@ IMAGES=(
     nginx:btc-orders-local/nginx-unprivileged:1.26-trixie
     fluentd-standin:btc-orders-local/fluentd-standin:trixie
 )
+# The HA cluster's nodes (--ha): the write model under Patroni, and etcd for its leader lock.
+HA_IMAGES=(
+    patroni:btc-orders-local/patroni:17-trixie
+    etcd:btc-orders-local/etcd:3.5-trixie
+)
 
 fail() { printf 'local-images/build.sh: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*" >&2; }
 
 rebuild=0
+ha=0
 env_file=
 while [ $# -gt 0 ]; do
     case $1 in
         --rebuild) rebuild=1 ;;
+        --ha) ha=1 ;;
         --env-file) [ $# -ge 2 ] || fail "--env-file needs a path"; env_file=$2; shift ;;
         --env-file=*) env_file=${1#--env-file=} ;;
-        -h | --help) sed -n '2,9p' "$0" >&2; exit 0 ;;
-        *) fail "unknown argument '$1' (usage: build.sh [--rebuild] [--env-file PATH])" ;;
+        -h | --help) sed -n '2,10p' "$0" >&2; exit 0 ;;
+        *) fail "unknown argument '$1' (usage: build.sh [--rebuild] [--ha] [--env-file PATH])" ;;
     esac
     shift
 done
@@ -128,6 +136,7 @@ if [ "$rebuild" = 0 ] && [ "$(label_of "$ROOTFS_IMAGE")" = "$rootfs_key" ]; then
 else
     build_rootfs "$rootfs_key"
 fi
+[ "$ha" = 0 ] || IMAGES+=("${HA_IMAGES[@]}")
 for entry in "${IMAGES[@]}"; do
     build_image "${entry%%:*}" "${entry#*:}"
 done
@@ -141,6 +150,9 @@ FLUENTD_IMAGE=btc-orders-local/fluentd-standin:trixie
 NGINX_IMAGE=btc-orders-local/nginx-unprivileged:1.26-trixie
 FLUENTD_HEALTHCHECK=fluentd-standin-healthcheck
 EOF
+    if [ "$ha" = 1 ]; then
+        printf '%s\n' PATRONI_IMAGE=btc-orders-local/patroni:17-trixie ETCD_IMAGE=btc-orders-local/etcd:3.5-trixie
+    fi
 )
 if [ -n "$env_file" ]; then
     printf '%s\n' "$settings" >"$env_file" || fail "cannot write the settings to $env_file"

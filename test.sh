@@ -44,6 +44,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     echo "$wanted" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
+# shellcheck source=scripts/urls.sh
+source scripts/urls.sh
 
 # --- Postgres and RabbitMQ ----------------------------------------------------------------
 # shellcheck source=scripts/test_services.sh
@@ -72,7 +74,7 @@ if [ -n "$stage_only" ]; then
     exit $?
 fi
 
-say "pytest (Postgres: $TEST_PG_URL, RabbitMQ: ${TEST_AMQP_URL%%@*}@…)"
+say "pytest (Postgres: $(mask_urls "$TEST_PG_URL"), RabbitMQ: $(mask_urls "$TEST_AMQP_URL"))"
 status=0
 (cd codebase && python -m pytest --ignore=tests/cluster "$@") || status=$?
 [ "$status" -eq 5 ] && die "pytest collected no tests"

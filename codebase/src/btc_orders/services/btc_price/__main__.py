@@ -4,6 +4,7 @@ from btc_orders.services.btc_price.app import create_app
 from btc_orders.services.startup import serve
 from btc_orders.settings import BtcPriceSettings
 
+
 def main() -> None:
     serve("btc_price", BtcPriceSettings, create_app)
 

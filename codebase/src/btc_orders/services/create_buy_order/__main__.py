@@ -4,6 +4,7 @@ from btc_orders.services.create_buy_order.app import create_app
 from btc_orders.services.startup import serve
 from btc_orders.settings import CreateBuyOrderSettings
 
+
 def main() -> None:
     serve("create_buy_order", CreateBuyOrderSettings, create_app)
 

@@ -4,6 +4,7 @@ from btc_orders.services.fetch_buy_orders.app import create_app
 from btc_orders.services.startup import serve
 from btc_orders.settings import FetchBuyOrdersSettings
 
+
 def main() -> None:
     serve("fetch_buy_orders", FetchBuyOrdersSettings, create_app)
 

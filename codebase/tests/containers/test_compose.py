@@ -117,13 +117,17 @@ def test_every_service_has_a_healthcheck_or_says_why_not(compose_config: dict[st
         reason = service.get("x-no-healthcheck")
         assert isinstance(reason, str) and len(reason) > 20, f"{name}: no healthcheck and no x-no-healthcheck reason"
     without = {name for name, service in compose_config["services"].items() if "healthcheck" not in service}
-    assert without == {"migration", *WORKERS}
+    assert without == {"migration"}
 
 
 def test_http_healthchecks_probe_each_service_port_variable(compose_config: dict[str, Any]) -> None:
     for name in HTTP_SERVICES:
         test = compose_config["services"][name]["healthcheck"]["test"]
         assert test == ["CMD", "python", "/app/healthcheck.py", PORT_VARIABLE[name]]
+    metrics_port = {"outbox_relay": "OUTBOX_RELAY_METRICS_PORT", "read_model_sync": "READ_MODEL_SYNC_METRICS_PORT"}
+    for name in WORKERS:
+        test = compose_config["services"][name]["healthcheck"]["test"]
+        assert test == ["CMD", "python", "/app/healthcheck.py", metrics_port[name]]
     for name in ("write_model", "read_model"):
         assert "pg_isready" in " ".join(compose_config["services"][name]["healthcheck"]["test"])
     assert "rabbitmq-diagnostics" in compose_config["services"]["queue"]["healthcheck"]["test"]

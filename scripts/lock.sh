@@ -9,16 +9,24 @@
 #   codebase/requirements-build.lock        setuptools, to build the package (requirements-build.txt)
 # Each later lock is constrained by the union's, so a package has one version everywhere.
 # Run it after changing any requirements file; tests/containers checks that they agree.
+#   scripts/lock.sh             keep every unpinned (transitive) version the locks hold when it still fits
+#   scripts/lock.sh --upgrade   move every unpinned version to the newest release that fits
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv=.venv/bin/uv
 [ -x "$uv" ] || { echo "lock.sh: $uv is missing: run ./test.sh once (it installs uv from requirements-tools.txt)" >&2; exit 1; }
 fail() { printf 'lock.sh: %s\n' "$*" >&2; exit 1; }
+upgrade=()
+case "${1:-}" in
+"") ;;
+--upgrade) upgrade=(--upgrade) ;;
+*) fail "unknown argument '$1' (usage: scripts/lock.sh [--upgrade])" ;;
+esac
 
 compile() {
     # --native-tls: trust the system's CA bundle (a TLS-intercepting proxy may sit before the index).
     "$uv" pip compile --native-tls --quiet --universal --python-version 3.11 --generate-hashes \
-        --no-strip-extras --custom-compile-command scripts/lock.sh "$@"
+        --no-strip-extras --custom-compile-command scripts/lock.sh ${upgrade[@]+"${upgrade[@]}"} "$@"
 }
 
 # The pinned lines of requirements.txt, as "name line" pairs (name lower-case, without extras).

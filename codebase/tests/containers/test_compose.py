@@ -280,3 +280,11 @@ def test_the_services_the_docs_scale_can_have_replicas(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert all(services[name]["deploy"]["replicas"] == 3 for name in scaled)
+
+
+def test_every_service_has_cpu_and_memory_limits(compose_config: dict[str, Any]) -> None:
+    # Sized from measurement (docs/containers.md): one runaway container cannot starve the others.
+    for name, service in compose_config["services"].items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert float(limits.get("cpus", 0)) > 0, f"{name}: no CPU limit"
+        assert int(limits.get("memory", 0)) >= 64 * 2**20, f"{name}: no memory limit (or under 64 MiB)"

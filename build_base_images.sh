@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build every service's base image (the interpreter and the hash-locked runtime dependencies,
 # no code): btc-orders/<service>-base from docker/services/<service>/Dockerfile.base, tagged
-# :latest, :<version> and :<git commit>. Rebuild them when codebase/requirements.lock changes.
+# :latest, :<version> and :<git commit>. Rebuild them when a lock in codebase/requirements/ changes.
 # PYTHON_IMAGE names the Python image they start from (default python:3.13-slim-trixie).
 # Stops at the first failure.
 set -euo pipefail

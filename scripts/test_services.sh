@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by test.sh: make sure a Postgres and a RabbitMQ answer, exporting
+# Sourced by test.sh and run.sh (after scripts/urls.sh): make sure a Postgres and a RabbitMQ answer, exporting
 # TEST_PG_URL, TEST_AMQP_URL and TEST_RABBITMQCTL for the tests.
 # Uses the ones named in the environment, else the local defaults, else starts
 # throwaway servers from the local binaries under .tools/ (removed by nothing:
@@ -26,11 +26,11 @@ PY
 
 ensure_postgres() {
     _pg_answers "$TEST_PG_URL" && return 0
-    say "no Postgres answers at $TEST_PG_URL; starting a throwaway one"
+    say "no Postgres answers at $(mask_urls "$TEST_PG_URL"); starting a throwaway one"
     local bindir
     bindir=$(printf '%s\n' /usr/lib/postgresql/*/bin | grep -v '\*' | sort -V | tail -n 1)
     [ -n "$bindir" ] || bindir=$(dirname "$(command -v pg_ctl 2>/dev/null || echo /nonexistent/pg_ctl)")
-    [ -x "$bindir/pg_ctl" ] || die "no Postgres reachable at $TEST_PG_URL and no pg_ctl to start one (apt-get install postgresql)"
+    [ -x "$bindir/pg_ctl" ] || die "no Postgres reachable at $(mask_urls "$TEST_PG_URL") and no pg_ctl to start one (apt-get install postgresql)"
     # shellcheck disable=SC2154  # root is set by test.sh, which sources this file
     local data="$root/.tools/postgres" port=54329 owner=""
     [ "$(id -u)" = 0 ] && owner=postgres
@@ -47,9 +47,9 @@ ensure_postgres() {
 
 ensure_rabbitmq() {
     _amqp_answers "$TEST_AMQP_URL" && return 0
-    say "no RabbitMQ answers at ${TEST_AMQP_URL%%@*}@…; starting a throwaway one"
+    say "no RabbitMQ answers at $(mask_urls "$TEST_AMQP_URL"); starting a throwaway one"
     command -v rabbitmq-server >/dev/null 2>&1 ||
-        die "no RabbitMQ reachable at ${TEST_AMQP_URL%%@*}@… and no rabbitmq-server to start one (apt-get install rabbitmq-server)"
+        die "no RabbitMQ reachable at $(mask_urls "$TEST_AMQP_URL") and no rabbitmq-server to start one (apt-get install rabbitmq-server)"
     export RABBITMQ_NODENAME="btc-orders-test@localhost" RABBITMQ_NODE_PORT=56729
     export RABBITMQ_MNESIA_BASE="$root/.tools/rabbitmq/mnesia" RABBITMQ_LOG_BASE="$root/.tools/rabbitmq/log"
     export RABBITMQ_DIST_PORT=56730

@@ -1,7 +1,7 @@
 """The compose cluster, black-box: started by ./run.sh before this suite runs (the container
 stage of ./test.sh), reached only through the gateway's published ports and the engine's CLI.
 
-Before the first test: the gateway must answer /readyz, the shell's environment must be the
+Before the first test: the gateway must answer a read on each public port, the shell's environment must be the
 one the cluster was started with (the tests run `docker compose up` and ./run.sh again), and
 Coinbase is played by a container on the cluster's network, under the name btc_price's
 COINBASE_API_URL gives (http://coinbase:8780 in the stage). Anything missing ends the run

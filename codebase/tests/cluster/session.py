@@ -81,11 +81,16 @@ def stop_run(reason: str) -> None:
     pytest.exit(f"cluster suite: {reason}", returncode=1)
 
 
+# Ready through the gateway, which publishes only the public API: a read on each port that
+# reaches that service's database.
+READY_PATHS = ("/capacity", "/buy_orders?page_size=1")
+
+
 def wait_ready(api: Api) -> None:
     def ready() -> bool:
-        for url in (api.create_url, api.fetch_url):
+        for url, path in zip((api.create_url, api.fetch_url), READY_PATHS, strict=True):
             try:
-                if httpx.get(f"{url}/readyz", timeout=3).status_code != 200:
+                if httpx.get(f"{url}{path}", timeout=3).status_code != 200:
                     return False
             except httpx.HTTPError:
                 return False
@@ -95,7 +100,8 @@ def wait_ready(api: Api) -> None:
         wait_for("readiness", ready, READY_SECONDS)
     except pytest.fail.Exception:
         stop_run(
-            f"the cluster is not up: the gateway's {api.create_url}/readyz and {api.fetch_url}/readyz do not both "
+            f"the cluster is not up: the gateway's {api.create_url}{READY_PATHS[0]} and "
+            f"{api.fetch_url}{READY_PATHS[1]} do not both "
             f"answer 200 within {READY_SECONDS} s; this suite runs against a cluster ./run.sh has just started "
             "(the container stage of ./test.sh does that)"
         )

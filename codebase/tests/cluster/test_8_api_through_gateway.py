@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.cluster.cluster import Api, compose, compose_command, converge, run, setting, wait_for
+from tests.cluster.cluster import REPO, Api, compose, compose_command, converge, run, setting, wait_for
 from tests.cluster.session import Cluster
 
 # 30 orders of this module: every currency, newest last
@@ -285,3 +285,17 @@ def test_the_idempotency_key_header_is_accepted_quoted_and_bare(api: Api) -> Non
     )
     assert conflict.status_code == 400, conflict.text
     assert conflict.json()["detail"]["code"] == "idempotence_key_conflict"
+
+
+@pytest.mark.parametrize("port", ["create", "fetch"])
+def test_the_gateway_publishes_only_the_public_api_and_its_document(api: Api, port: str) -> None:
+    base = api.create_url if port == "create" else api.fetch_url
+    for internal in ("/metrics", "/readyz", "/healthz", "/btc_price/USD"):
+        answer = httpx.get(f"{base}{internal}", timeout=10)
+        assert answer.status_code == 404, internal
+        assert answer.json()["detail"]["code"] == "not_found", internal
+    document = httpx.get(f"{base}/openapi.json", timeout=10)
+    assert document.status_code == 200
+    assert document.json() == json.loads((REPO / "docs" / "openapi" / "gateway.json").read_text())
+    page = httpx.get(f"{base}/docs", timeout=10)
+    assert page.status_code == 200 and "/openapi.json" in page.text

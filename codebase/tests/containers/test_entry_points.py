@@ -3,9 +3,12 @@
 import http.server
 import importlib
 import importlib.util
+import json
 import runpy
+import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +26,17 @@ from tests.containers.conftest import (
 )
 
 GUNICORN_CONF = REPO / "docker" / "gunicorn.conf.py"
+PYPROJECT = tomllib.loads((REPO / "codebase" / "pyproject.toml").read_text())
+SCRIPTS: dict[str, str] = PYPROJECT["project"]["scripts"]
+
+
+def _script_target(command: str) -> Any:
+    """The function a console script of pyproject.toml runs."""
+    assert command in SCRIPTS, f"{command} is not a console script of codebase/pyproject.toml"
+    module, _, function = SCRIPTS[command].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 HEALTHCHECK = REPO / "docker" / "healthcheck.py"
 
 
@@ -56,7 +70,63 @@ def test_the_image_command_starts_an_existing_entry_point(name: str, monkeypatch
         importlib.import_module("uvicorn_worker")
         _module_runs(f"btc_orders.services.{name}")  # the same service without gunicorn (./run.sh --local)
     else:
-        _module_runs(command.split('"')[5])
+        assert callable(_script_target(json.loads(command)[0]))
+
+
+def test_every_process_type_and_the_admin_cli_has_a_console_script() -> None:
+    assert set(SCRIPTS) == {"btc-orders-" + name.replace("_", "-") for name in PACKAGE_SERVICES} | {"btc-orders-admin"}
+    for command, target in SCRIPTS.items():
+        module = target.partition(":")[0]
+        assert module.endswith(".__main__"), command  # the same code as `python -m`
+        assert callable(_script_target(command)), command
+
+
+def test_the_package_takes_its_dependencies_from_requirements_txt() -> None:
+    assert PYPROJECT["project"]["dynamic"] == ["dependencies"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
+
+
+# Imports the modules named after "--" with every third-party module hidden whose distribution
+# is not among those named before it: an optional import (httpx's CLI extras) fails quietly, as it
+# would in the image; a needed one fails the import.
+_IMPORT_WITH_ONLY = """
+import importlib, importlib.abc, importlib.metadata, sys
+split = sys.argv.index("--")
+allowed_distributions, modules = set(sys.argv[1:split]), sys.argv[split + 1:]
+owners = importlib.metadata.packages_distributions()
+def normal(name): return name.lower().replace("_", "-").replace(".", "-")
+hidden = {top for top, dists in owners.items() if not {normal(d) for d in dists} & allowed_distributions}
+hidden -= set(sys.stdlib_module_names) | {"btc_orders"}
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in hidden:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the lock)", name=name)
+        return None
+sys.meta_path.insert(0, Hide())
+for module in modules:
+    importlib.import_module(module)
+"""
+
+
+@pytest.mark.parametrize("name", PACKAGE_SERVICES)
+def test_a_process_imports_with_its_own_lock_alone(name: str) -> None:
+    # Its image holds only requirements/<name>.lock: its entry point (and, for the migration image,
+    # the admin CLI) must import with nothing else.
+    modules = [f"btc_orders.services.{name}.__main__"]
+    if name in HTTP_SERVICES:
+        modules += ["btc_orders.asgi", "uvicorn_worker"]
+    if name == "migration":
+        modules.append("btc_orders.admin.__main__")
+    lock = (REPO / "codebase" / "requirements" / f"{name}.lock").read_text().lower()
+    locked = {line.split("==")[0].replace("_", "-").replace(".", "-") for line in lock.splitlines() if "==" in line}
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_WITH_ONLY, *sorted(locked), "--", *modules],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"{name} needs more than requirements/{name}.lock: {result.stderr[-600:]}"
 
 
 def test_the_procfile_runs_the_five_long_lived_processes() -> None:
@@ -67,8 +137,9 @@ def test_the_procfile_runs_the_five_long_lived_processes() -> None:
             entries[name.strip()] = command.split()
     assert set(entries) == {*HTTP_SERVICES, *WORKERS}
     for name, command in entries.items():
-        assert command == ["exec", "python", "-m", f"btc_orders.services.{name}"], name
-        _module_runs(command[3])
+        assert command == ["exec", "btc-orders-" + name.replace("_", "-")], name
+        assert callable(_script_target(command[1])), name
+        _module_runs(SCRIPTS[command[1]].partition(":")[0].removesuffix(".__main__"))
 
 
 @pytest.mark.parametrize("name", HTTP_SERVICES)

@@ -177,9 +177,36 @@ def test_the_gateway_listens_on_the_public_ports_and_proxies_to_the_services(com
         assert f"proxy_pass http://${service};" in template  # a variable: resolved again, replicas found
     assert "listen 8080;" in template and "http://127.0.0.1:8080/healthz" in gateway["healthcheck"]["test"]
     assert template.count("{") == template.count("}")
-    volumes = {(volume["type"], volume["target"]) for volume in gateway["volumes"]}
-    assert ("bind", "/etc/nginx/templates") in volumes
-    assert Path(next(volume["source"] for volume in gateway["volumes"])) == GATEWAY_TEMPLATE.parent
+    volumes = {volume["target"]: (volume["type"], Path(volume["source"])) for volume in gateway["volumes"]}
+    assert volumes == {
+        "/etc/nginx/templates": ("bind", GATEWAY_TEMPLATE.parent),
+        "/etc/btc-orders/openapi.json": ("bind", REPO / "docs" / "openapi" / "gateway.json"),
+    }
+
+
+def _public_locations() -> list[dict[str, str]]:
+    """Per public server, its locations (`= /path` or `/prefix/`) and their bodies, includes resolved."""
+    template = GATEWAY_TEMPLATE.read_text()
+    servers = [block for block in template.split("\nserver {")[1:] if "listen ${" in block.split("\n", 2)[1]]
+    found = []
+    for server in servers:
+        for included in re.findall(r"include /etc/nginx/templates/([\w.]+);", server):
+            server += (GATEWAY_TEMPLATE.parent / included).read_text()
+        server = re.sub(r"(?m)^\s*#.*$", "", server)  # comments off: they may name a location
+        found.append(dict(re.findall(r"location ([^{]+?) \{([^}]*)\}", server)))
+    return found
+
+
+def test_the_gateway_publishes_only_the_public_api() -> None:
+    # Not the services' /metrics (a database read per scrape), /readyz, /healthz or their own documents.
+    public = {"= /buy_orders", "/buy_orders/", "= /openapi.json", "= /docs", "/", "@rate_limited"}
+    create, fetch = _public_locations()
+    assert set(create) == public | {"= /buy_order", "= /capacity"}
+    assert set(fetch) == public
+    for locations in (create, fetch):
+        assert "return 404" in locations["/"] and "proxy_pass" not in locations["/"]
+        assert "alias /etc/btc-orders/openapi.json;" in locations["= /openapi.json"]
+        assert "proxy_pass http://$create_buy_order;" in locations["= /docs"]
 
 
 def test_the_gateway_holds_a_prefer_wait_for_the_longest_wait_fetch_buy_orders_accepts() -> None:

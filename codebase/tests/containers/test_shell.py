@@ -61,7 +61,8 @@ def test_bash_parses_it_and_every_disabled_check_says_why(script: Path) -> None:
 STUB = r"""#!/usr/bin/env bash
 # A stand-in for docker: logs each call; `info` answers unless STUB_NO_ENGINE is set;
 # `image inspect` finds the images listed in $STUB_DIR/images; `build` records its tags and
-# fails for the Dockerfile named by STUB_FAIL_ON; `compose version` works; `compose ...` logs.
+# fails for the Dockerfile named by STUB_FAIL_ON; `compose version` works, `compose ps` of an
+# unknown service fails (as a real compose does), `compose ...` logs.
 echo "$*" >> "$STUB_DIR/calls"
 case "$1" in
 info) [ -z "${STUB_NO_ENGINE:-}" ] ;;
@@ -76,7 +77,7 @@ build)
     if [ -n "${STUB_FAIL_ON:-}" ] && [ "$file" = "$STUB_FAIL_ON" ]; then echo "stub: build failed" >&2; exit 1; fi
     printf '%s\n' "${tags[@]}" >> "$STUB_DIR/images"
     ;;
-compose) exit 0 ;;
+compose) [ "$2 $3" != "ps no-such-service" ] ;;
 esac
 """
 
@@ -167,17 +168,65 @@ def test_no_engine_is_one_clear_line(engine: Path) -> None:
     assert not any(call.startswith("build ") for call in _calls(engine))
 
 
-def test_run_sh_without_an_engine_points_to_local(engine: Path) -> None:
-    result = run(str(REPO / "run.sh"), env=_env(engine, STUB_NO_ENGINE="1"))
+# A Postgres URL nothing answers: the local run stops at its first check, before starting anything.
+_DEAD_POSTGRES = "postgresql://postgres@127.0.0.1:1/btc_write_model"
+
+
+def test_run_sh_without_an_engine_says_so_and_runs_without_containers(engine: Path) -> None:
+    env = _env(engine, STUB_NO_ENGINE="1", WRITE_MODEL_DB_URL=_DEAD_POSTGRES)
+    result = run(str(REPO / "run.sh"), env=env)
+    assert result.returncode != 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "==> no Docker engine answers ('docker info'): running the processes without containers (./run.sh --local)"
+    )
+    assert "no Postgres answers at 127.0.0.1:1 for WRITE_MODEL_DB_URL" in result.stderr
+    assert not any(call.startswith(("build", "compose", "pull")) for call in _calls(engine))
+
+
+def test_run_sh_build_without_an_engine_is_one_clear_line(engine: Path) -> None:
+    result = run(str(REPO / "run.sh"), "--build", env=_env(engine, STUB_NO_ENGINE="1"))
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "./run.sh --local" in lines[0] and "no Docker engine" in lines[0]
-    assert not any(call.startswith(("build", "compose")) for call in _calls(engine))
+
+
+def test_run_sh_masks_every_url_of_a_list_it_prints(engine: Path) -> None:
+    amqp = "amqp://guest:first-secret@127.0.0.1:5672/%2F;amqp://relay:second-secret@broker2:5672/%2F"
+    env = _env(engine, WRITE_MODEL_DB_URL="postgresql://btc:db-secret@127.0.0.1:1/w", AMQP_URL=amqp)
+    result = run(str(REPO / "run.sh"), "--local", env=env)
+    printed = result.stdout + result.stderr
+    for secret in ("first-secret", "second-secret", "db-secret"):
+        assert secret not in printed
+    assert "==> queue:       amqp://guest:***@127.0.0.1:5672/%2F;amqp://relay:***@broker2:5672/%2F" in printed
+    assert "==> write model: postgresql://btc:***@127.0.0.1:1/w" in printed
+
+
+@pytest.mark.parametrize(
+    ("urls", "masked"),
+    [
+        (
+            "amqp://guest:guest@h1:5672/%2F;amqp://u:p%40ss@h2/v?x=1;amqp://h3",
+            "amqp://guest:***@h1:5672/%2F;amqp://u:***@h2/v?x=1;amqp://h3",
+        ),
+        ("postgresql://postgres@127.0.0.1:5432/x", "postgresql://postgres@127.0.0.1:5432/x"),
+        (
+            "postgresql://a:b@db1:5432,db2:5432/btc?target_session_attrs=read-write",
+            "postgresql://a:***@db1:5432,db2:5432/btc?target_session_attrs=read-write",
+        ),
+        ("http://127.0.0.1:8780", "http://127.0.0.1:8780"),
+    ],
+)
+def test_mask_urls_masks_each_element_of_a_list(urls: str, masked: str) -> None:
+    result = run("bash", "-c", 'source scripts/urls.sh && mask_urls "$1"', "mask", urls)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == masked
 
 
 class _Ready(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/readyz" else 404)
+        # The public reads run.sh waits for through the gateway.
+        self.send_response(200 if self.path in ("/capacity", "/buy_orders?page_size=1") else 404)
         self.end_headers()
 
     def log_message(self, *_args: object) -> None:
@@ -214,6 +263,29 @@ def test_run_sh_builds_what_is_missing_starts_the_cluster_and_prints_the_urls(en
     stopped = run(str(REPO / "run.sh"), "--stop", env=env)
     assert stopped.returncode == 0, stopped.stderr
     assert _calls(engine)[-1] == "compose down --remove-orphans"
+
+
+def test_run_sh_offline_adds_the_fake_coinbase_and_says_prices_are_not_real(engine: Path, ready_port: int) -> None:
+    port = str(ready_port)
+    env = _env(engine, CREATE_BUY_ORDER_PORT=port, FETCH_BUY_ORDERS_PORT=port)
+    env["PATH"] += ":" + os.environ.get("PATH", "")
+    result = run(str(REPO / "run.sh"), "--offline", env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    builds = [dockerfile for dockerfile, *_ in _builds(engine)]
+    assert builds[-1] == "codebase/tests/cluster/coinbase/Dockerfile"
+    assert "OFFLINE: PRICES ARE NOT REAL" in result.stdout
+    assert "Coinbase cannot be reached" not in result.stdout
+
+
+def test_run_sh_says_once_when_coinbase_cannot_be_reached(engine: Path, ready_port: int) -> None:
+    port = str(ready_port)
+    env = _env(engine, CREATE_BUY_ORDER_PORT=port, FETCH_BUY_ORDERS_PORT=port, COINBASE_API_URL="http://127.0.0.1:1")
+    env["PATH"] += ":" + os.environ.get("PATH", "")
+    result = run(str(REPO / "run.sh"), env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if "Coinbase cannot be reached" in line]
+    assert len(lines) == 1 and "./run.sh --offline" in lines[0]
+    assert "PRICES ARE NOT REAL" not in result.stdout
 
 
 def test_run_sh_rejects_an_unknown_option() -> None:

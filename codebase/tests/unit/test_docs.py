@@ -69,3 +69,15 @@ def test_no_doc_points_at_a_line(doc: Path) -> None:
 
 def test_the_docs_are_found() -> None:
     assert len(DOCS) >= 10 and all(doc.is_file() for doc in DOCS)
+
+
+def test_the_readme_is_for_users_short_with_exactly_two_commands_up_front() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 160
+    first_block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands == ["./run.sh", "./test.sh"]
+    # Links stay inside the repository; machine timings and CPU models belong in docs/.
+    assert not re.search(r"\]\((?:\.\./|/)", text)
+    for machine_fact in ("Xeon", "EPYC", " minutes", "tests in "):
+        assert machine_fact not in text, machine_fact

@@ -65,7 +65,7 @@ def _settings_of(config: AdminSettings, broker: bool) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m btc_orders.admin",
+        prog="btc-orders-admin",
         description="Day-two operations on the BTC buy-order suite. Settings come from the environment "
         "(WRITE_MODEL_DB_URL, READ_MODEL_DB_URL, AMQP_URL), then .env.",
         epilog="exit codes: 0 all is well, 1 a problem was found, 2 usage or configuration error, "

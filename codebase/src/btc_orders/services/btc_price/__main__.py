@@ -4,5 +4,10 @@ from btc_orders.services.btc_price.app import create_app
 from btc_orders.services.startup import serve
 from btc_orders.settings import BtcPriceSettings
 
-if __name__ == "__main__":
+
+def main() -> None:
     serve("btc_price", BtcPriceSettings, create_app)
+
+
+if __name__ == "__main__":
+    main()

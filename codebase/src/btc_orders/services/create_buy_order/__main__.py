@@ -4,5 +4,10 @@ from btc_orders.services.create_buy_order.app import create_app
 from btc_orders.services.startup import serve
 from btc_orders.settings import CreateBuyOrderSettings
 
-if __name__ == "__main__":
+
+def main() -> None:
     serve("create_buy_order", CreateBuyOrderSettings, create_app)
+
+
+if __name__ == "__main__":
+    main()

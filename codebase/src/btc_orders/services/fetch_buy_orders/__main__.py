@@ -4,5 +4,10 @@ from btc_orders.services.fetch_buy_orders.app import create_app
 from btc_orders.services.startup import serve
 from btc_orders.settings import FetchBuyOrdersSettings
 
-if __name__ == "__main__":
+
+def main() -> None:
     serve("fetch_buy_orders", FetchBuyOrdersSettings, create_app)
+
+
+if __name__ == "__main__":
+    main()

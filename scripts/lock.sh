@@ -39,7 +39,7 @@ pins() {
 }
 
 # A service's input: the requirements.txt line of each name its .in lists; `postgres-driver`
-# stands for the psycopg distributions requirements.txt pins (psycopg2-binary, or psycopg and
+# stands for the psycopg distributions requirements.txt pins (psycopg and
 # psycopg-pool), so that changing the driver there needs no edit here.
 service_requirements() {
     local in=$1 name found=0 all

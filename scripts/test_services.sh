@@ -12,8 +12,8 @@ export TEST_PG_URL TEST_AMQP_URL TEST_RABBITMQCTL
 
 _pg_answers() {
     python - "$1" <<'PY' >/dev/null 2>&1
-import sys, psycopg2
-psycopg2.connect(sys.argv[1], connect_timeout=3).close()
+import sys, psycopg
+psycopg.connect(sys.argv[1], connect_timeout=3).close()
 PY
 }
 

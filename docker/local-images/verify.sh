@@ -53,18 +53,18 @@ DOCKER_BUILDKIT=0 "$DOCKER" build -q --tag "$P-client" - >/dev/null <<EOF || fai
 FROM $PYTHON
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app app \
     && python -m venv /v \
-    && /v/bin/pip install --no-cache-dir --only-binary=:all: psycopg2-binary==2.9.13 orjson==3.13.0 uvloop \
+    && /v/bin/pip install --no-cache-dir --only-binary=:all: 'psycopg[binary]==3.3.9' orjson==3.13.0 uvloop \
         pika==1.3.2 fluent-logger==0.11.1
 ENV PATH=/v/bin:\$PATH
 EOF
-ok "python: a venv from $PYTHON installs psycopg2-binary, orjson, uvloop, pika, fluent-logger from PyPI"
+ok "python: a venv from $PYTHON installs psycopg (binary), orjson, uvloop, pika, fluent-logger from PyPI"
 
 # --- postgres ---------------------------------------------------------------------------------
 pg() { run --name "$P-pg" -e POSTGRES_USER=btc -e POSTGRES_PASSWORD=secret -e POSTGRES_DB=write_model \
     -v "$P-pg:/var/lib/postgresql/data" "$POSTGRES" postgres -c max_connections=300; }
-sql() { client python -c "import sys, psycopg2
-c = psycopg2.connect(host='$P-pg', user='btc', password=sys.argv[1], dbname='write_model')
-c.autocommit = True; cur = c.cursor(); cur.execute(sys.argv[2]); print(cur.fetchone()[0] if cur.description else '')" "$@"; }
+sql() { client python -c "import sys, psycopg
+c = psycopg.connect(host='$P-pg', user='btc', password=sys.argv[1], dbname='write_model', autocommit=True)
+cur = c.execute(sys.argv[2]); print(cur.fetchone()[0] if cur.description else '')" "$@"; }
 pg
 until_ok 60 "postgres ready" "$DOCKER" exec "$P-pg" pg_isready -q -U btc -d write_model
 [ "$(sql secret 'SHOW max_connections')" = 300 ] || fail "postgres: max_connections is not 300"

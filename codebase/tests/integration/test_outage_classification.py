@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from btc_orders.adapters import db
 from btc_orders.domain.errors import ServiceUnavailable
-from btc_orders.services.startup import http_app
+from btc_orders.services.http_service import http_app
 from btc_orders.settings import BaseServiceSettings
 from tests.support.services import PG_ADMIN_URL, admin_connection
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from btc_orders import openapi
 from btc_orders.domain import money
 from btc_orders.domain.orders import Currency, format_timestamp
-from btc_orders.services import startup
+from btc_orders.services import http_service
 from btc_orders.services.btc_price.bootstrap import bootstrap as build_adapters
 from btc_orders.services.btc_price.deps import Rates
 from btc_orders.settings import BtcPriceSettings
@@ -48,8 +48,9 @@ async def btc_price(currency: Currency, rates: Rates) -> BtcPrice:
 
 
 def create_app(
-    settings: BtcPriceSettings, bootstrap: Callable[[BtcPriceSettings], Awaitable[startup.Adapters]] = build_adapters
+    settings: BtcPriceSettings,
+    bootstrap: Callable[[BtcPriceSettings], Awaitable[http_service.Adapters]] = build_adapters,
 ) -> FastAPI:
-    app = startup.http_app("btc_price", DESCRIPTION, settings, bootstrap)
+    app = http_service.http_app("btc_price", DESCRIPTION, settings, bootstrap)
     app.include_router(router)
     return app

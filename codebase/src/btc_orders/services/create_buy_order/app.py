@@ -21,7 +21,7 @@ from btc_orders.domain import money, orders
 from btc_orders.domain.commands import PlaceBuyOrder
 from btc_orders.domain.errors import IdempotenceKeyConflict
 from btc_orders.domain.orders import OrderRequest
-from btc_orders.services import startup
+from btc_orders.services import http_service
 from btc_orders.services.create_buy_order.bootstrap import bootstrap as build_adapters
 from btc_orders.services.create_buy_order.deps import Adapters, settings_of
 from btc_orders.services.create_buy_order.handler import place_buy_order
@@ -157,8 +157,8 @@ def idempotence_key(body_key: uuid.UUID | None, header_key: uuid.UUID | None) ->
 
 def create_app(
     settings: CreateBuyOrderSettings,
-    bootstrap: Callable[[CreateBuyOrderSettings], Awaitable[startup.Adapters]] = build_adapters,
+    bootstrap: Callable[[CreateBuyOrderSettings], Awaitable[http_service.Adapters]] = build_adapters,
 ) -> FastAPI:
-    app = startup.http_app("create_buy_order", DESCRIPTION, settings, bootstrap)
+    app = http_service.http_app("create_buy_order", DESCRIPTION, settings, bootstrap)
     app.include_router(router)
     return app

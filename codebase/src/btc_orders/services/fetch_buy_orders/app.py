@@ -19,7 +19,7 @@ from btc_orders import openapi, web
 from btc_orders.adapters.read_model import PageQuery
 from btc_orders.domain.errors import OrderNotFound
 from btc_orders.domain.orders import Currency
-from btc_orders.services import startup
+from btc_orders.services import http_service
 from btc_orders.services.fetch_buy_orders.arrivals import preferred_wait
 from btc_orders.services.fetch_buy_orders.bootstrap import FetchAdapters
 from btc_orders.services.fetch_buy_orders.bootstrap import bootstrap as build_adapters
@@ -173,8 +173,8 @@ def _not_found(missing: OrderNotFound, applied: dict[str, str]) -> Response:
 
 def create_app(
     settings: FetchBuyOrdersSettings,
-    bootstrap: Callable[[FetchBuyOrdersSettings], Awaitable[startup.Adapters]] = build_adapters,
+    bootstrap: Callable[[FetchBuyOrdersSettings], Awaitable[http_service.Adapters]] = build_adapters,
 ) -> FastAPI:
-    app = startup.http_app("fetch_buy_orders", DESCRIPTION, settings, bootstrap)
+    app = http_service.http_app("fetch_buy_orders", DESCRIPTION, settings, bootstrap)
     app.include_router(router)
     return app

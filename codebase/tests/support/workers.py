@@ -28,7 +28,7 @@ _STORE = f"""
         INSERT INTO buy_order (id, idempotence_key, currency, amount, exchange_rate, bitcoin_amount, request_id)
         SELECT %(id)s, %(key)s, %(currency)s, %(amount)s, %(exchange_rate)s, %(bitcoin_amount)s, %(request_id)s
         FROM s
-        RETURNING sequence, request_id
+        RETURNING sequence
     ), e AS (
         {outbox.INSERT_FROM_ORDER_CTE}
     )
@@ -61,6 +61,7 @@ def store_orders(
             "exchange_rate": exchange_rate,
             "bitcoin_amount": bitcoin_amount,
             "request_id": request_ids[index] if request_ids is not None else None,
+            "event_id": uuid.uuid4(),
             "routing_key": rabbitmq.ROUTING_KEY,
         }
         for index in range(count)

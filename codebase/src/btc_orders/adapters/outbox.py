@@ -26,14 +26,14 @@ from sqlalchemy import Connection, Engine, Row, text
 from btc_orders.adapters.order_rows import order_from_row, prefixed
 from btc_orders.events import created_event
 
-# The orders' outbox rows, a data-modifying CTE of the create path's statements, after the CTE `o`
-# that inserted the orders (and returns their `sequence` and `request_id`): one row per order, in
-# sequence order, each with an event id of its own (a random UUID). Written in psycopg's placeholder
-# style (`%(name)s`), not SQLAlchemy's: the create path runs it on psycopg's own pool, and nothing
-# passes it through SQLAlchemy's `text()`. Parameter: `routing_key`; `payload` stays NULL (see above).
+# The order's outbox row, a data-modifying CTE of the create path's one statement, after the CTE `o`
+# that inserted the order (and returns its `sequence`). Written in psycopg's placeholder style
+# (`%(name)s`), not SQLAlchemy's: the create path runs it on psycopg's own pool, and nothing passes
+# it through SQLAlchemy's `text()`. Parameters: `event_id` (a UUID), `routing_key`, `request_id`
+# (text or None); `payload` stays NULL (see above).
 INSERT_FROM_ORDER_CTE = """INSERT INTO outbox (event_id, order_sequence, routing_key, request_id)
-        SELECT gen_random_uuid(), o.sequence, %(routing_key)s::text, o.request_id
-        FROM o ORDER BY o.sequence"""
+        SELECT %(event_id)s::uuid, o.sequence, %(routing_key)s::text, %(request_id)s::text
+        FROM o"""
 
 
 # Unsent rows, oldest first, locked so that several relays share the work without sending a row

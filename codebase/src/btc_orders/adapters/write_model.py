@@ -1,23 +1,12 @@
-"""The write model: store orders with their cap deduction and outbox rows, several in one atomic write.
-
-Every order goes through one writer: `place` queues it and a writer task takes whatever has queued
-(up to MAX_GROUP orders) and writes that group in one statement, one round trip and one commit
-(`_PLACE_GROUP`), the group's BTC taken from one slot at once. A writer that finds the queue empty
-ends; an order that finds fewer than `writers` writers running starts one: an order arriving while
-the database is idle is a group of one and is written at once, and orders group only while every
-writer is busy. Each order's outcome is the one it would have alone, the group's orders taken one
-at a time in arrival order (`_decide`).
+"""The write model: store an order with its cap deduction and outbox row in one atomic write.
 
 Every statement runs on the service's one pool of the write-model database (`db.async_pool`,
 connections in autocommit), through `db.run`; the driver prepares a statement once it has run on a
 connection a few times. The cap ledger's upkeep (its slots, its cap, `/capacity`) is `cap_ledger`'s.
 """
 
-import asyncio
 import logging
 import uuid
-from collections import deque
-from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -37,89 +26,66 @@ from btc_orders.events import EVENT_TYPE
 
 log = logging.getLogger(__name__)
 
-# How many writers a process runs at most (each on a connection of the pool while it writes), and
-# how many orders one group holds at most. docs/decisions.md has the measurements.
-WRITERS = 2
-MAX_GROUP = 64
 
-# The group's orders as rows (`i`): one array parameter per column, each cast to its column's type
-# (the order's columns by name from its declaration, `domain.orders`), and each row's `position` in
-# the group. Every group, whatever its size, is the same statement: prepared once per connection.
+# The outbox row of the order the CTE `o` inserted (parameters `event_id`, `routing_key`, `request_id`).
+_OUTBOX_FROM_ORDER = outbox.INSERT_FROM_ORDER_CTE
+
+# An order's columns as the database assigns none of them (`orders.new_order`'s values, by name),
+# each parameter cast to its column's type.
 _INSERTED = ", ".join(orders.INSERTED_COLUMNS)
-_ARRAYS = {
-    "satoshis": "bigint",
-    "request_id": "text",
-    **{name: orders.WRITE_TYPES[name] for name in orders.INSERTED_COLUMNS},
-}
-_ROWS = (
-    f"unnest({', '.join(f'%({name})s::{sql_type}[]' for name, sql_type in _ARRAYS.items())})"
-    f" WITH ORDINALITY AS i ({', '.join(_ARRAYS)}, position)"
-)
-_OUTBOX_FROM_ORDERS = outbox.INSERT_FROM_ORDER_CTE  # the outbox rows of the orders the CTE `o` inserted
+_INSERTED_VALUES = ", ".join(f"%({name})s::{orders.WRITE_TYPES[name]}" for name in orders.INSERTED_COLUMNS)
 
 _FIND_BY_KEY = f"SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = %(idempotence_key)s"  # noqa: S608
-_FIND_BY_KEYS = f"SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = ANY(%(idempotence_key)s::uuid[])"  # noqa: S608
 
-# The common case: a group of orders with distinct keys in ONE statement and one round trip (run in
-# autocommit: no BEGIN, no COMMIT of its own; the statement is atomic). One result row per order, in
-# `position` order: the key's stored order (`id` ...) set when the key already names one;
-# `placed_sequence` set when the order was stored; neither when the chosen slot cannot cover the
-# group's new orders (nothing stored, no lock left): take the slow path.
+# The common case, in ONE statement and one round trip (run in autocommit: no BEGIN, no COMMIT
+# of its own; the statement is atomic). Result row: the key's stored order (`id` ...) set when the
+# key already names one; `placed_sequence` set when the order was stored; neither when the chosen
+# slot cannot cover the order (nothing stored, no lock left): take the slow path. The order's
+# columns and values follow its declaration (`domain.orders`), by name.
 #
-# `k` looks the keys up. `n` is the orders whose key is not stored, `s` takes their total BTC from
-# one slot if that slot holds it all. Under READ COMMITTED a concurrent update of the slot is waited
-# for and the condition re-checked on the newest row, so the slot never goes below zero. `o` inserts
-# the orders only from `s`'s row, in key order (two groups never wait for each other's keys in
-# opposite orders), and `e` their outbox rows only from `o`'s (the event is rendered from the order by
-# the relay: `adapters.outbox`). A key stored already (visible to this statement) takes nothing and
-# stores nothing. A key being stored by a concurrent transaction makes the INSERT wait for it; if
-# that commits, the INSERT fails on the unique key and the whole statement is undone, slot included
-# (the group is written again: that key is then a replay). Locks are taken in one order on every
-# path, slots before keys (the slow path locks every slot, then inserts): a same-key race cannot
-# deadlock.
-_PLACE_GROUP = f"""
+# `k` looks the key up. `s` takes the order's BTC from one slot if that slot holds enough. Under
+# READ COMMITTED a concurrent update of the slot is waited for and the condition re-checked on
+# the newest row, so the slot never goes below zero. `o` inserts the order only from `s`'s row,
+# and `e` its outbox row only from `o`'s (the event is rendered from the order by the relay:
+# `adapters.outbox`). A key that is stored already (visible to this statement) takes nothing
+# and stores nothing. A key being stored by a concurrent transaction makes the INSERT wait for
+# it; if that commits, the INSERT fails on the unique key and the whole statement is undone,
+# slot included (the caller answers with the stored order). Locks are taken in one order on
+# every path, slots before the key (the slow path locks every slot, then inserts): a same-key
+# race cannot deadlock.
+_PLACE_IN_ONE_STATEMENT = f"""
     WITH k AS (
-        {_FIND_BY_KEYS}
-    ), i AS (
-        SELECT * FROM {_ROWS}
-    ), n AS (
-        SELECT * FROM i WHERE NOT EXISTS (SELECT FROM k WHERE k.idempotence_key = i.idempotence_key)
+        SELECT {ORDER_COLUMNS} FROM buy_order WHERE idempotence_key = %(idempotence_key)s
     ), s AS (
-        UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - t.satoshis
-        FROM (SELECT sum(satoshis) AS satoshis FROM n) AS t
-        WHERE slot = %(slot)s AND remaining_satoshis >= t.satoshis
+        UPDATE cap_slot SET remaining_satoshis = remaining_satoshis - %(satoshis)s
+        WHERE slot = %(slot)s AND remaining_satoshis >= %(satoshis)s AND NOT EXISTS (SELECT FROM k)
         RETURNING slot
     ), o AS (
         INSERT INTO buy_order ({_INSERTED}, request_id)
-        SELECT {", ".join(f"n.{name}" for name in orders.INSERTED_COLUMNS)}, n.request_id
-        FROM n CROSS JOIN s
-        ORDER BY n.idempotence_key
-        RETURNING idempotence_key, sequence, created_at, request_id
+        SELECT {_INSERTED_VALUES}, %(request_id)s::text
+        FROM s
+        RETURNING sequence, created_at
     ), e AS (
-        {_OUTBOX_FROM_ORDERS}
+        {_OUTBOX_FROM_ORDER}
     )
     SELECT o.sequence AS placed_sequence, o.created_at AS placed_at, {prefixed("k")}
-    FROM i LEFT JOIN o ON o.idempotence_key = i.idempotence_key LEFT JOIN k ON k.idempotence_key = i.idempotence_key
-    ORDER BY i.position
+    FROM (SELECT) AS one LEFT JOIN o ON true LEFT JOIN k ON true
 """  # noqa: S608  (fixed fragments; values are parameters)
 _IDEMPOTENCE_KEY_CONSTRAINT = "buy_order_idempotence_key_key"
 
-# The slow path's write, once every slot is locked and the orders that fit are chosen: the orders
-# and their outbox rows, in one statement, in key order. ON CONFLICT DO NOTHING waits for a
-# concurrent insert of the same key to commit or roll back: two requests with one key never both
-# store an order; no row for a key that is taken.
-_INSERT_GROUP = f"""
-    WITH i AS (
-        SELECT * FROM {_ROWS}
-    ), o AS (
+# The slow path's write, once every slot is locked: the order and its outbox row, in one statement.
+# ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit or roll back: two
+# requests with one key never both store an order; no row when the key is taken.
+_INSERT_ORDER = f"""
+    WITH o AS (
         INSERT INTO buy_order ({_INSERTED}, request_id)
-        SELECT {_INSERTED}, request_id FROM i ORDER BY idempotence_key
+        VALUES ({_INSERTED_VALUES}, %(request_id)s::text)
         ON CONFLICT (idempotence_key) DO NOTHING
-        RETURNING idempotence_key, sequence, created_at, request_id
+        RETURNING sequence, created_at
     ), e AS (
-        {_OUTBOX_FROM_ORDERS}
+        {_OUTBOX_FROM_ORDER}
     )
-    SELECT idempotence_key, sequence, created_at FROM o
+    SELECT sequence, created_at FROM o
 """  # noqa: S608  (fixed fragments; values are parameters)
 
 # How long an order refused for the cap waits for another attempt with its key to finish
@@ -130,119 +96,55 @@ KEY_WAIT_SECONDS = 1.0
 # for a concurrent, uncommitted insert of the same key (an attempt in flight) to end. The row
 # is never committed, so only the key matters; the BTC column gets a placeholder that fits.
 _CLAIM_KEY = f"""
-    INSERT INTO buy_order ({_INSERTED})
-    VALUES ({", ".join(f"%({name})s::{orders.WRITE_TYPES[name]}" for name in orders.INSERTED_COLUMNS)})
+    INSERT INTO buy_order ({_INSERTED}) VALUES ({_INSERTED_VALUES})
     ON CONFLICT (idempotence_key) DO NOTHING
     RETURNING sequence
 """  # noqa: S608  (fixed fragments; values are parameters)
 _CLAIM_PLACEHOLDER_BTC = Decimal("0.00000001")
 
-# An outcome: `(order, created)`, or the refusal to raise in the order's own request.
-Outcome = tuple[BuyOrder, bool] | BtcCapExceeded
-
 
 class _Placement:
-    """One order to store, its values, and where its outcome goes (`answer`)."""
+    """One order to store: its values (the parameters of `_PLACE_IN_ONE_STATEMENT` and `_INSERT_ORDER`)
+    and what a result row means for it."""
 
     def __init__(
-        self,
-        request: OrderRequest,
-        exchange_rate: Decimal,
-        satoshis: int,
-        request_id: str | None,
-        answer: "asyncio.Future[Outcome]",
+        self, request: OrderRequest, exchange_rate: Decimal, satoshis: int, request_id: str | None, slot: int
     ) -> None:
         self.request = request
-        self.key = request.idempotence_key
         self.satoshis = satoshis
-        self.request_id = request_id
-        self.order = orders.new_order(request, uuid.uuid4(), exchange_rate, money.satoshis_to_btc(satoshis))
-        self.answer = answer
-        # The group it is written in, and the task writing it, once a writer took it.
-        self.group: list[_Placement] = []
-        self.writing: asyncio.Future[None] | None = None
-
-    async def abandon(self) -> None:
-        """This order's request was cancelled (its answer with it). Still queued: it is never
-        written. Being written: when every order of its group is cancelled, the group's statement
-        is cancelled, and this returns once it has ended (nothing of the group is stored then);
-        otherwise the group is written (the client's retry with the key is answered with it)."""
-        writing = self.writing
-        if writing is not None and all(placement.answer.cancelled() for placement in self.group):
-            writing.cancel()
-            await asyncio.wait([writing])
+        self.bitcoin_amount = money.satoshis_to_btc(satoshis)
+        self.order = orders.new_order(request, uuid.uuid4(), exchange_rate, self.bitcoin_amount)
+        # Integers wrapped in their column's type: the driver would type a Python int by its value,
+        # and each set of parameter types is a statement of its own to prepare.
+        self.values: dict[str, Any] = self.order | {
+            "satoshis": Int8(satoshis),
+            "slot": Int2(slot),
+            "request_id": request_id,
+            "event_id": uuid.uuid4(),
+            "routing_key": EVENT_TYPE,
+        }
 
     def stored(self, sequence: int, created_at: Any) -> BuyOrder:
         """The order as stored, with what the database assigned."""
         return BuyOrder.from_row(self.order | {"sequence": sequence, "created_at": created_at})
 
-
-def group_values(placements: Sequence[_Placement]) -> dict[str, Any]:
-    """The parameters of `_ROWS` for `placements` (one array per column, in their order).
-
-    Integers wrapped in their column's type: the driver would type a Python int by its value, and
-    each set of parameter types is a statement of its own to prepare."""
-    values: dict[str, Any] = {
-        "satoshis": [Int8(placement.satoshis) for placement in placements],
-        "request_id": [placement.request_id for placement in placements],
-        "routing_key": EVENT_TYPE,
-    }
-    for name in orders.INSERTED_COLUMNS:
-        values[name] = [placement.order[name] for placement in placements]
-    return values
-
-
-def _decide(
-    group: Sequence[_Placement], stored_before: dict[uuid.UUID, BuyOrder], available: int
-) -> tuple[dict[_Placement, Outcome], list[_Placement], dict[_Placement, _Placement], int]:
-    """The group's orders one at a time, in arrival order, as each would be answered alone.
-
-    `stored_before`: the orders the group's keys name in the database; `available`: the satoshis
-    the cap still leaves. An order whose key is stored is that order's replay; one whose key an
-    earlier order of the group stores is the replay of that one; else it is stored if it fits what
-    is left, and refused with what is left otherwise (its key stays unused: a later order of the
-    group may use it). Returns the outcomes known now, the orders to store (in arrival order), the
-    replays of those (order -> the one it replays) and the satoshis left after them.
-    """
-    outcomes: dict[_Placement, Outcome] = {}
-    to_store: dict[uuid.UUID, _Placement] = {}
-    replays: dict[_Placement, _Placement] = {}
-    for placement in group:
-        existing = stored_before.get(placement.key)
-        if existing is not None:
-            outcomes[placement] = (existing, False)
-        elif placement.key in to_store:
-            replays[placement] = to_store[placement.key]
-        elif placement.satoshis <= available:
-            available -= placement.satoshis
-            to_store[placement.key] = placement
-        else:
-            outcomes[placement] = BtcCapExceeded(
-                requested=money.satoshis_to_btc(placement.satoshis), available=money.satoshis_to_btc(available)
-            )
-    return outcomes, list(to_store.values()), replays, available
-
-
-class _KeyTaken(Exception):
-    """A key the slow path chose to store was stored meanwhile: write the group again."""
+    def outcome(self, row: dict[str, Any] | None) -> tuple[BuyOrder, bool] | None:
+        """`(order, created)` from `_PLACE_IN_ONE_STATEMENT`'s row, or None when the chosen slot could
+        not cover the order."""
+        assert row is not None  # the statement returns one row, always
+        if row["id"] is not None:  # the key names a stored order
+            return order_from_row(row), False
+        if row["placed_sequence"] is None:
+            return None
+        return self.stored(row["placed_sequence"], row["placed_at"]), True
 
 
 class WriteModel:
     """Orders and their outbox rows in the write-model database, under the cap `ledger` keeps."""
 
-    def __init__(
-        self,
-        pool: psycopg_pool.AsyncConnectionPool,
-        ledger: CapLedger,
-        writers: int = WRITERS,
-        max_group: int = MAX_GROUP,
-    ) -> None:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool, ledger: CapLedger) -> None:
         self._pool = pool
         self.ledger = ledger
-        self._writers = writers
-        self._max_group = max_group
-        self._queue: deque[_Placement] = deque()
-        self._running: set[asyncio.Task[None]] = set()
 
     async def find_by_key(self, idempotence_key: uuid.UUID) -> BuyOrder | None:
         with unavailable_on_outage("write-model"):
@@ -257,7 +159,7 @@ class WriteModel:
         the cap and no other attempt with its key is in flight (nothing is stored then and the
         key stays unused), `OrderInFlight` when one still is after KEY_WAIT_SECONDS: a refusal
         is final, and never one that the other attempt's outcome could contradict. Outages raise
-        `ServiceUnavailable` (for every order of the group: none of them is stored).
+        `ServiceUnavailable`.
         """
         satoshis = money.bitcoin_satoshis(request.amount, exchange_rate)
         with unavailable_on_outage("write-model"):
@@ -268,146 +170,57 @@ class WriteModel:
                 replayed = await self._refuse_above_whole_cap(request, exchange_rate, satoshis)
                 if replayed is not None:
                     return replayed, False
-            answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-            placement = _Placement(request, exchange_rate, satoshis, request_id, answer)
-            self._queue.append(placement)
-            if len(self._running) < self._writers:
-                self._running.add(asyncio.ensure_future(self._drain()))
-            try:
-                outcome = await answer
-            except asyncio.CancelledError:
-                await placement.abandon()
+            placement = _Placement(request, exchange_rate, satoshis, request_id, self.ledger.pick_slot())
+            placed = await self._place_in_one_statement(placement)
+            if placed is not None:
+                return placed
+            # The chosen slot is short (nothing was stored, no lock is left): lock them all, in order.
+            return await self._place_taking_from_all_slots(placement)
+
+    async def _place_in_one_statement(self, placement: _Placement) -> tuple[BuyOrder, bool] | None:
+        """The common case; None when the chosen slot cannot cover the order."""
+
+        async def work(connection: psycopg.AsyncConnection[Any]) -> Any:
+            cursor = connection.cursor(row_factory=dict_row)
+            return await (await cursor.execute(_PLACE_IN_ONE_STATEMENT, placement.values)).fetchone()
+
+        try:
+            row = await db.run(self._pool, work)
+        except psycopg.errors.UniqueViolation as error:
+            if error.diag.constraint_name != _IDEMPOTENCE_KEY_CONSTRAINT:
                 raise
-        if isinstance(outcome, BtcCapExceeded):
-            raise outcome
-        return outcome
+            # A concurrent request stored this key first (and committed): a replay.
+            existing = await db.run(self._pool, lambda c: _find_by_key(c, placement.request.idempotence_key))
+            assert existing is not None  # orders are never deleted
+            return existing, False
+        return placement.outcome(row)
 
-    async def _drain(self) -> None:
-        """Write groups until the queue is empty (then this writer is no longer counted as running:
-        in the same step, so that an order queued after it looked starts a writer)."""
-        try:
-            while self._queue:
-                group: list[_Placement] = []
-                while self._queue and len(group) < self._max_group:
-                    placement = self._queue.popleft()
-                    if not placement.answer.done():  # not cancelled while it waited
-                        group.append(placement)
-                if group:
-                    await self._write_cancellable(group)
-        finally:
-            self._running.discard(asyncio.current_task())
+    async def _place_taking_from_all_slots(self, placement: _Placement) -> tuple[BuyOrder, bool]:
+        """The slow path: one transaction that locks every slot, stores the order and spreads what is left."""
 
-    async def _write_cancellable(self, group: list[_Placement]) -> None:
-        """Write `group` in a task of its own, which the last of its orders to be cancelled cancels
-        (`_Placement.abandon`)."""
-        writing = asyncio.ensure_future(self._write(group))
-        for placement in group:
-            placement.group = group
-            placement.writing = writing
-        try:
-            await asyncio.wait([writing])
-        finally:
-            if not writing.done():  # the writer itself cancelled (the loop is closing)
-                writing.cancel()
-                for placement in group:
-                    placement.answer.cancel()
+        async def work(connection: psycopg.AsyncConnection[Any]) -> tuple[BuyOrder, bool]:
+            async with connection.transaction():
+                slots = await lock_every_slot(connection)
+                self.ledger.learn(slots)
+                # The key is inserted after the slots are locked: an attempt in flight with this key holds
+                # a slot until it ends (or is a claim of `_refuse_above_whole_cap`, which lasts at most
+                # KEY_WAIT_SECONDS), so once this insert returns the key's fate is known (stored: the
+                # replay; unused: the cap rule below is the final answer).
+                inserted = await (await connection.execute(_INSERT_ORDER, placement.values)).fetchone()
+                if inserted is None:
+                    existing = await _find_by_key(connection, placement.request.idempotence_key)
+                    assert existing is not None
+                    return existing, False
+                total = sum(row.remaining_satoshis for row in slots)
+                if total < placement.satoshis:
+                    # Raised inside the transaction: it rolls back, the order with it; the key stays unused.
+                    raise BtcCapExceeded(requested=placement.bitcoin_amount, available=money.satoshis_to_btc(total))
+                parts = cap.spread(total - placement.satoshis, len(slots))
+                await set_slots(connection, [row.slot for row in slots], parts)
+            sequence, created_at = inserted
+            return placement.stored(sequence, created_at), True
 
-    async def _write(self, group: list[_Placement]) -> None:
-        """Write `group` and answer each of its orders; an error answers every order not yet answered."""
-        try:
-            outcomes = await self._outcomes(group)
-        except psycopg.Error as error:
-            if len(group) > 1 and not db.is_outage(error):
-                # About one order's own data (a value the schema refuses, say): each order alone, so
-                # that the others are answered as they would have been.
-                for placement in group:
-                    if not placement.answer.done():
-                        await self._write([placement])
-                return
-            _answer_all(group, error)
-        except Exception as error:  # a bug: every order of the group is told, none left waiting
-            _answer_all(group, error)
-        else:
-            for placement, outcome in outcomes.items():
-                if not placement.answer.done():
-                    placement.answer.set_result(outcome)
-
-    async def _outcomes(self, group: list[_Placement]) -> dict[_Placement, Outcome]:
-        """The outcome of each of the group's orders, the group written."""
-        for _ in range(len(group) + 1):
-            try:
-                decided = await self._place_in_one_statement(group)
-                if decided is None:  # the chosen slot is short: nothing was stored, no lock is left
-                    decided = await db.run(
-                        self._pool, lambda connection: self._place_taking_from_all_slots(group, connection)
-                    )
-                return decided
-            except psycopg.errors.UniqueViolation as error:
-                if error.diag.constraint_name != _IDEMPOTENCE_KEY_CONSTRAINT:
-                    raise
-                # A concurrent request stored one of the keys first (and committed): nothing of the
-                # group was stored; written again, that key is a replay.
-            except _KeyTaken:
-                pass
-        raise RuntimeError("the group's keys kept being stored by concurrent requests")
-
-    async def _place_in_one_statement(self, group: list[_Placement]) -> dict[_Placement, Outcome] | None:
-        """The common case; None when the chosen slot cannot cover the group's new orders."""
-        first: dict[uuid.UUID, _Placement] = {}
-        for placement in group:
-            first.setdefault(placement.key, placement)
-        distinct = list(first.values())
-        values = group_values(distinct) | {"slot": Int2(self.ledger.pick_slot())}
-
-        async def work(connection: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
-            cursor = connection.cursor(row_factory=dict_row)
-            return await (await cursor.execute(_PLACE_GROUP, values)).fetchall()
-
-        rows = await db.run(self._pool, work)
-        named: dict[uuid.UUID, tuple[BuyOrder, bool]] = {}
-        for placement, row in zip(distinct, rows, strict=True):
-            if row["id"] is not None:  # the key names a stored order
-                named[placement.key] = (order_from_row(row), False)
-            elif row["placed_sequence"] is not None:
-                named[placement.key] = (placement.stored(row["placed_sequence"], row["placed_at"]), True)
-            else:
-                return None
-        # Later orders of the group with a key already seen: that order's replay.
-        return {
-            placement: named[placement.key] if placement is first[placement.key] else (named[placement.key][0], False)
-            for placement in group
-        }
-
-    async def _place_taking_from_all_slots(
-        self, group: list[_Placement], connection: psycopg.AsyncConnection[Any]
-    ) -> dict[_Placement, Outcome]:
-        """The slow path: one transaction that locks every slot, stores the orders that fit (in
-        arrival order, `_decide`) and spreads what is left."""
-        async with connection.transaction():
-            slots = await lock_every_slot(connection)
-            self.ledger.learn(slots)
-            # Looked up after the slots are locked: an attempt in flight with one of these keys holds a
-            # slot until it ends (or is a claim of `_refuse_above_whole_cap`, which is always rolled
-            # back), so the keys stored now are the keys' fates.
-            cursor = connection.cursor(row_factory=dict_row)
-            keys = list(dict.fromkeys(placement.key for placement in group))
-            found = await (await cursor.execute(_FIND_BY_KEYS, {"idempotence_key": keys})).fetchall()
-            stored_before = {row["idempotence_key"]: order_from_row(row) for row in found}
-            total = sum(row.remaining_satoshis for row in slots)
-            outcomes, to_store, replays, left = _decide(group, stored_before, total)
-            if to_store:
-                inserted = await (await cursor.execute(_INSERT_GROUP, group_values(to_store))).fetchall()
-                if len(inserted) != len(to_store):
-                    raise _KeyTaken  # the transaction rolls back: nothing of the group is stored
-                by_key = {row["idempotence_key"]: row for row in inserted}
-                for placement in to_store:
-                    row = by_key[placement.key]
-                    outcomes[placement] = (placement.stored(row["sequence"], row["created_at"]), True)
-                await set_slots(connection, [row.slot for row in slots], cap.spread(left, len(slots)))
-        for placement, first in replays.items():
-            first_stored, _ = outcomes[first]  # type: ignore[misc]  # `first` was stored
-            outcomes[placement] = (first_stored, False)
-        return {placement: outcomes[placement] for placement in group}
+        return await db.run(self._pool, work)
 
     async def _refuse_above_whole_cap(
         self, request: OrderRequest, exchange_rate: Decimal, satoshis: int
@@ -444,12 +257,6 @@ class WriteModel:
                 )
 
         return await db.run(self._pool, work)
-
-
-def _answer_all(group: Iterable[_Placement], error: BaseException) -> None:
-    for placement in group:
-        if not placement.answer.done():
-            placement.answer.set_exception(error)
 
 
 async def _find_by_key(connection: psycopg.AsyncConnection[Any], idempotence_key: uuid.UUID) -> BuyOrder | None:

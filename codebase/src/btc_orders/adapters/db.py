@@ -172,6 +172,11 @@ def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.Async
         open=False,
         configure=configure,
         timeout=CONNECT_TIMEOUT_SECONDS,
+        # A connection that cannot be opened is tried again with a backoff that doubles (1 s, 2 s, ...);
+        # after this long the pool stops, and the next request that waits starts a new attempt at
+        # once: when an outage ends, the pool connects again within seconds, not after a backoff grown
+        # through the whole outage.
+        reconnect_timeout=CONNECT_TIMEOUT_SECONDS,
         max_lifetime=1800,
         name=application_name,
     )

@@ -8,6 +8,7 @@ order of it and stores none; an order the schema refuses fails alone.
 """
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from btc_orders.adapters import db
+from btc_orders.adapters import db, write_model
 from btc_orders.adapters.cap_ledger import CapLedger
 from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain import money
@@ -274,3 +275,26 @@ async def test_an_order_cancelled_in_a_group_leaves_the_others_stored(
     with pytest.raises(asyncio.CancelledError):
         await tasks[0]
     assert count_orders(write_engine) == 2  # the cancelled order's client retries with its key: a replay
+
+
+@pytest.mark.anyio
+async def test_an_order_no_writer_takes_within_the_bound_is_a_503_and_never_written(
+    databases: Databases, write_engine: Engine, one_writer: WriteModel
+) -> None:
+    blocker: psycopg.Connection[Any] = psycopg.connect(dsn(databases.write_name))  # the one writer waits on it
+    blocker.execute("SELECT 1 FROM cap_slot FOR UPDATE")
+    try:
+        first = asyncio.ensure_future(
+            one_writer.place(OrderRequest(Currency.USD, Decimal("1"), uuid.uuid4()), RATE, None)
+        )
+        await wait_for_a_lock_wait(first)
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="busy"):
+            await one_writer.place(OrderRequest(Currency.USD, Decimal("2"), uuid.uuid4()), RATE, None)
+        assert write_model.QUEUE_WAIT_SECONDS <= time.monotonic() - started < write_model.QUEUE_WAIT_SECONDS + 1
+    finally:
+        blocker.rollback()
+        blocker.close()
+    _, created = await first
+    assert created
+    assert count_orders(write_engine) == 1

@@ -31,7 +31,7 @@ from btc_orders.adapters.cap_ledger import CapLedger, lock_every_slot, scalar, s
 from btc_orders.adapters.db import unavailable_on_outage
 from btc_orders.adapters.order_rows import ORDER_COLUMNS, order_from_row, prefixed
 from btc_orders.domain import cap, money, orders
-from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight
+from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight, ServiceUnavailable
 from btc_orders.domain.orders import BuyOrder, OrderRequest
 from btc_orders.events import EVENT_TYPE
 
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # how many orders one group holds at most. docs/decisions.md has the measurements.
 WRITERS = 2
 MAX_GROUP = 64
+# How long an order waits in the queue for a writer to take it: as long as a request waits for a
+# pooled connection (`db.CONNECT_TIMEOUT_SECONDS`), then it is a 503 to retry, as a full pool is.
+QUEUE_WAIT_SECONDS = db.CONNECT_TIMEOUT_SECONDS
 
 # The group's orders as rows (`i`): one array parameter per column, each cast to its column's type
 # (the order's columns by name from its declaration, `domain.orders`), and each row's `position` in
@@ -274,8 +277,13 @@ class WriteModel:
             if len(self._running) < self._writers:
                 self._running.add(asyncio.ensure_future(self._drain()))
             try:
+                await asyncio.wait([answer], timeout=QUEUE_WAIT_SECONDS)
+                if not answer.done() and placement.writing is None:
+                    answer.cancel()  # never written: every writer stayed busy (stuck on locks, say)
+                    raise ServiceUnavailable("the write-model database is busy (no free writer); retry shortly")
                 outcome = await answer
             except asyncio.CancelledError:
+                answer.cancel()
                 await placement.abandon()
                 raise
         if isinstance(outcome, BtcCapExceeded):

@@ -1,7 +1,7 @@
 """The write model: store orders with their cap deduction and outbox rows, several in one atomic write.
 
-Every order goes through one writer: `place` queues it and a writer task takes whatever has queued
-(up to MAX_GROUP orders) and writes that group in one statement, one round trip and one commit
+Every order goes through the same path: `place` queues it and a writer task takes whatever has
+queued (up to MAX_GROUP orders) and writes that group in one statement, one round trip and one commit
 (`_PLACE_GROUP`), the group's BTC taken from one slot at once. A writer that finds the queue empty
 ends; an order that finds fewer than `writers` writers running starts one: an order arriving while
 the database is idle is a group of one and is written at once, and orders group only while every
@@ -38,7 +38,8 @@ from btc_orders.events import EVENT_TYPE
 log = logging.getLogger(__name__)
 
 # How many writers a process runs at most (each on a connection of the pool while it writes), and
-# how many orders one group holds at most. docs/decisions.md has the measurements.
+# how many orders one group holds at most. Fewer writers make larger groups (less CPU per order);
+# more than one keeps orders moving while a group waits on a lock (another replica's same-key attempt).
 WRITERS = 2
 MAX_GROUP = 64
 # How long an order waits in the queue for a writer to take it: as long as a request waits for a

@@ -140,15 +140,16 @@ def _forgotten_statements_end_the_connection(context: Any) -> None:
 
 
 def _closed_while_idle(connection: psycopg.AsyncConnection[Any]) -> bool:
-    """Did the server close `connection` while it sat idle in the pool? One system call, no round trip.
+    """Did the server close `connection` while it sat idle in the pool? One `poll()`, no round trip.
 
     An idle connection has nothing to read; a readable one holds the server's goodbye or the end of
     the stream (a restart, a failover, `pg_terminate_backend`, an idle-session reaper).
     """
     if connection.closed:
         return True
-    readable, _, _ = select.select([connection.fileno()], [], [], 0)
-    return bool(readable)
+    poller = select.poll()  # not select(): a process may hold more than 1,024 descriptors
+    poller.register(connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.AsyncConnectionPool:

@@ -164,10 +164,12 @@ def async_pool(url: str, size: int, application_name: str) -> psycopg_pool.Async
     return psycopg_pool.AsyncConnectionPool(
         conninfo(url),
         kwargs={**connect_args(application_name), "autocommit": True, "prepare_threshold": PREPARE_THRESHOLD},
-        # One connection opened at start, more as requests need them (up to `size`), idle ones beyond
-        # the first closed after 10 minutes: a process holds what its load needs, and a suite of
-        # many processes on one server (tests, a small machine) does not take `size` each at start.
-        min_size=1,
+        # A quarter of `size` opened at start, more as requests need them (up to `size`, one at a
+        # time), idle ones beyond that quarter closed after 10 minutes: a burst at start is served at
+        # once (200 orders at once, on a loaded machine, waited past 3 s for a pool grown from one),
+        # and a suite of many processes on one server does not take `size` each at start (twenty per
+        # process took a shared server's 100 connections in the chaos run).
+        min_size=max(1, size // 4),
         max_size=size,
         max_idle=600,
         open=False,

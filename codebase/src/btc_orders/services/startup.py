@@ -1,4 +1,5 @@
-"""Starting a process: settings, the one-line start-up failure, `serve()` and `run_worker()`.
+"""Starting a process: settings, the one-line start-up failure, the schema check, `run_worker()`
+(an HTTP service's app and `serve()` build on these: `services/http_service.py`).
 
 Every start-up failure, whatever its cause (a setting, a port in use, a database that is
 unreachable, behind or refusing), stops the process with one line naming what to change

@@ -22,8 +22,7 @@ from btc_orders.domain import money
 from btc_orders.domain.errors import BtcCapExceeded, OrderInFlight
 from btc_orders.domain.orders import BuyOrder, Currency, OrderRequest
 from tests.integration.test_cap_ledger import eventually
-from tests.integration.test_write_model import opened_pool
-from tests.support.services import Databases, dsn
+from tests.support.services import Databases, dsn, opened_pool
 
 pytestmark = pytest.mark.anyio
 

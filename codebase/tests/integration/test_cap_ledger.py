@@ -18,8 +18,7 @@ from btc_orders.adapters.write_model import WriteModel
 from btc_orders.domain import money
 from btc_orders.domain.errors import BtcCapExceeded
 from btc_orders.domain.orders import Currency, OrderRequest
-from tests.integration.test_write_model import opened_pool
-from tests.support.services import Databases, dsn
+from tests.support.services import Databases, dsn, opened_pool
 
 pytestmark = pytest.mark.anyio
 

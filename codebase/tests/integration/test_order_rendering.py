@@ -24,8 +24,7 @@ from btc_orders.admin.reconcile import reconcile
 from btc_orders.domain import money
 from btc_orders.domain.orders import RESOURCE_FIELDS, Currency, OrderRequest
 from btc_orders.events import parse_created_event
-from tests.integration.test_read_model import opened_pool
-from tests.support.services import Databases
+from tests.support.services import Databases, opened_pool
 from tests.support.write_model import WriteModel
 
 # (currency, amount as the client wrote it, exchange rate as Coinbase wrote it, client_order_id)

@@ -5,7 +5,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +17,7 @@ from btc_orders.adapters import db, read_model
 from btc_orders.adapters.projection import apply_created_events
 from btc_orders.adapters.read_model import ReadModel
 from btc_orders.domain.errors import ServiceUnavailable, UnknownReference
-from tests.support.services import Databases, admin_connection
+from tests.support.services import Databases, admin_connection, opened_pool
 
 ROWS = 100_000
 APPLICATION = "read_model_test"
@@ -38,20 +37,9 @@ def event_row(sequence: int) -> dict[str, Any]:
     }
 
 
-@asynccontextmanager
-async def opened_pool(url: str, size: int) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
-    """A pool as the service opens it (`db.async_pool`), closed after."""
-    pool = db.async_pool(url, size, APPLICATION)
-    await pool.open(wait=True, timeout=10)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 @pytest.fixture
 async def read_pool(databases: Databases) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
-    async with opened_pool(databases.read_url, 2) as pool:
+    async with opened_pool(databases.read_url, 2, APPLICATION) as pool:
         yield pool
 
 
@@ -95,7 +83,7 @@ async def one_connection(databases: Databases, read_engine: Engine) -> AsyncIter
     """The service's pool, of one connection, on a read model of 25 orders."""
     with read_engine.begin() as connection:
         apply_created_events(connection, [event_row(sequence) for sequence in range(1, 26)])
-    async with opened_pool(databases.read_url, 1) as pool:
+    async with opened_pool(databases.read_url, 1, APPLICATION) as pool:
         yield pool
 
 

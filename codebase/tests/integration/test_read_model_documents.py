@@ -19,8 +19,7 @@ from btc_orders.adapters.read_model import PageQuery, ReadModel
 from btc_orders.admin.reconcile import reconcile
 from btc_orders.domain.orders import format_timestamp
 from btc_orders.services.migration.__main__ import backend
-from tests.integration.test_read_model import opened_pool
-from tests.support.services import Databases, throwaway_databases
+from tests.support.services import Databases, opened_pool, throwaway_databases
 
 # The columns of migration 0001 (written by hand: rows from before the later migrations), and today's.
 _COLUMNS_0001 = "sequence, id, created_at, currency, amount, exchange_rate, bitcoin_amount, idempotence_key"

@@ -27,8 +27,8 @@ from btc_orders.adapters import db, read_model
 from btc_orders.adapters.projection import apply_created_events
 from btc_orders.adapters.read_model import PageQuery, ReadModel
 from btc_orders.domain.errors import UnknownReference
-from tests.integration.test_read_model import nodes, opened_pool, plan
-from tests.support.services import Databases, throwaway_databases
+from tests.integration.test_read_model import nodes, plan
+from tests.support.services import Databases, opened_pool, throwaway_databases
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 CURRENCIES = ("EUR", "GBP", "USD")

@@ -7,8 +7,7 @@ import pytest
 from btc_orders import settings
 from btc_orders.adapters.cap_ledger import CapLedger
 from btc_orders.domain import cap, money
-from tests.integration.test_write_model import opened_pool
-from tests.support.services import Databases
+from tests.support.services import Databases, opened_pool
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, btc_cap: str) -> settings.CreateBuyOrderSettings:

@@ -6,7 +6,6 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +23,7 @@ from btc_orders.domain import money
 from btc_orders.domain.errors import BtcCapExceeded, ServiceUnavailable
 from btc_orders.domain.orders import Currency, OrderRequest
 from btc_orders.events import created_event, parse_created_event
-from tests.support.services import Databases, admin_connection, dsn, wait_until
+from tests.support.services import Databases, admin_connection, dsn, opened_pool, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -44,26 +43,15 @@ def ledger_total(engine: Engine) -> tuple[int, int]:
     return money.btc_to_satoshis(used), int(left)
 
 
-@asynccontextmanager
-async def opened_pool(url: str, size: int) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
-    """A pool as the service opens it (`db.async_pool`), closed after."""
-    pool = db.async_pool(url, size, APPLICATION)
-    await pool.open(wait=True, timeout=10)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 @pytest.fixture
 async def pool(databases: Databases) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
-    async with opened_pool(databases.write_url, 40) as opened:
+    async with opened_pool(databases.write_url, 40, APPLICATION) as opened:
         yield opened
 
 
 @pytest.fixture
 async def one_connection(databases: Databases) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
-    async with opened_pool(databases.write_url, 1) as opened:
+    async with opened_pool(databases.write_url, 1, APPLICATION) as opened:
         yield opened
 
 
@@ -314,7 +302,7 @@ def terminate_sessions(condition: str = "true") -> int:
 async def test_connections_the_server_closed_while_idle_in_the_pool_cost_no_order(
     write_engine: Engine, databases: Databases
 ) -> None:
-    async with opened_pool(databases.write_url, 4) as pool:
+    async with opened_pool(databases.write_url, 4, APPLICATION) as pool:
         write_model = await model(pool, "100")
         await asyncio.gather(*(write_model.place(order("1"), RATE, None) for _ in range(8)))
         for _ in range(200):  # a connection the pool is still opening is counted before it exists
@@ -333,7 +321,7 @@ async def test_connections_the_server_closed_while_idle_in_the_pool_cost_no_orde
 async def test_a_connection_lost_mid_order_is_an_outage_and_the_next_order_is_stored(
     write_engine: Engine, databases: Databases
 ) -> None:
-    async with opened_pool(databases.write_url, 2) as pool:
+    async with opened_pool(databases.write_url, 2, APPLICATION) as pool:
         write_model = await model(pool, "100", slots=1)
         blocker = psycopg.connect(dsn(databases.write_name))  # holds the one slot: the order waits on it
         blocker.execute("SELECT 1 FROM cap_slot FOR UPDATE")
@@ -369,7 +357,7 @@ async def wait_for_a_lock_wait(task: "asyncio.Future[Any]") -> None:
 async def test_an_order_cancelled_midway_ends_its_statement_and_leaves_the_pool_serving(
     write_engine: Engine, databases: Databases
 ) -> None:
-    async with opened_pool(databases.write_url, 1) as pool:
+    async with opened_pool(databases.write_url, 1, APPLICATION) as pool:
         write_model = await model(pool, "100", slots=1)
         blocker = psycopg.connect(dsn(databases.write_name))
         blocker.execute("SELECT 1 FROM cap_slot FOR UPDATE")

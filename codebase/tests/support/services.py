@@ -10,16 +10,18 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pika
 import psycopg
+import psycopg_pool
 
+from btc_orders.adapters import db
 from btc_orders.services.migration.__main__ import migrate
 from tests.support.processes import Launched, LaunchError, inherited_env, launch
 
@@ -260,3 +262,16 @@ def wait_until(predicate, timeout: float = 20, interval: float = 0.05, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+@asynccontextmanager
+async def opened_pool(
+    url: str, size: int, application_name: str = "btc_orders_test"
+) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
+    """A pool as a service opens it (`db.async_pool`), closed after."""
+    pool = db.async_pool(url, size, application_name)
+    await pool.open(wait=True, timeout=10)
+    try:
+        yield pool
+    finally:
+        await pool.close()
